@@ -1,0 +1,153 @@
+"""``stylize``: the whole method behind one call."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from .errors import ImageError, OptionError
+from .images import ImageLike, fit_size, load_image, to_array, to_pil
+from .objective import LossLayers, StyleObjective, Targets, make_targets
+from .optimize import OptimizerConfig, Progress, check_optimizer, minimize
+from .vgg import min_image_side
+from .weights import load_weights
+
+#: Defaults: see README "Defaults and where they come from".
+DEFAULTS = dict(
+    size=512,
+    iterations=500,
+    optimizer="lbfgs",
+    content_weight=1.0,
+    style_weight=1e4,
+    tv_weight=0.0,
+    init="content",
+    pooling="max",
+)
+INITS = ("content", "noise", "style")
+
+
+def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
+    h, w, _ = content.shape
+    if isinstance(init, str) and init in INITS:
+        if init == "content":
+            return content
+        if init == "style":
+            return to_array(to_pil(style), (w, h))
+        # White noise, as in the paper; seeded so that runs repeat exactly.
+        return np.asarray(jax.random.uniform(jax.random.key(seed), (h, w, 3), jnp.float32))
+    if isinstance(init, str) and not os.path.exists(init):
+        raise OptionError(f"init must be one of {', '.join(INITS)}, or an image (path, PIL image, array)")
+    return to_array(load_image(init, "init image"), (w, h))
+
+
+class StyleProblem(NamedTuple):
+    """Everything one run needs, checked and computed: what ``solve`` takes."""
+
+    objective: StyleObjective
+    params: dict
+    targets: Targets
+    init_image: jax.Array  # H×W×3 in [0, 1], the output's size
+    optimizer: OptimizerConfig
+    iterations: int
+
+
+def prepare(
+    content: ImageLike,
+    style: ImageLike,
+    *,
+    size: int = DEFAULTS["size"],
+    iterations: int = DEFAULTS["iterations"],
+    optimizer: str = DEFAULTS["optimizer"],
+    content_weight: float = DEFAULTS["content_weight"],
+    style_weight: float = DEFAULTS["style_weight"],
+    tv_weight: float = DEFAULTS["tv_weight"],
+    content_layers: Sequence[str] = LossLayers().content,
+    style_layers: Sequence[str] = LossLayers().style,
+    style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
+    pooling: str = DEFAULTS["pooling"],
+    init: str | ImageLike = DEFAULTS["init"],
+    seed: int = 0,
+    weights: str | os.PathLike | Mapping | None = None,
+    learning_rate: float = OptimizerConfig().learning_rate,
+) -> StyleProblem:
+    """Check every option, load images and weights, and compute the targets.
+
+    Raises OptionError, ImageError or WeightsError before any optimisation starts.
+    The options are those of ``stylize``.
+    """
+    if not isinstance(size, (int, np.integer)) or size <= 0:
+        raise OptionError(f"size must be a positive number of pixels, got {size!r}")
+    if not isinstance(iterations, (int, np.integer)) or iterations < 0:
+        raise OptionError(f"iterations must be a whole number ≥ 0, got {iterations!r}")
+    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
+    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate))
+
+    content_pil = load_image(content, "content image")
+    style_pil = load_image(style, "style image")
+    content_arr = to_array(content_pil, fit_size(*content_pil.size, size))
+    style_arr = to_array(style_pil, fit_size(*style_pil.size, size))
+    needed = min_image_side(layers.content + layers.style)
+    for what, arr in (("content", content_arr), ("style", style_arr)):
+        if min(arr.shape[:2]) < needed:
+            raise ImageError(
+                f"the {what} image is {arr.shape[1]}×{arr.shape[0]} px after resizing; the chosen "
+                f"layers need at least {needed} px on each side: raise size or use shallower layers"
+            )
+    x0 = _initial_image(init, content_arr, style_arr, seed)
+
+    params = weights if isinstance(weights, Mapping) else load_weights(weights)
+    params = jax.tree.map(jnp.asarray, params)
+    targets = make_targets(
+        params, content_arr, style_arr, layers,
+        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        style_layer_weights=style_layer_weights,
+    )  # fmt: skip
+    return StyleProblem(StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations))
+
+
+def solve(
+    problem: StyleProblem,
+    *,
+    callback: Callable[[Progress], None] | None = None,
+    chunk_size: int = 10,
+) -> Image.Image:
+    """Run the optimisation of a prepared problem; return the image."""
+    image, _ = minimize(
+        problem.objective, (problem.params, problem.targets), problem.init_image,
+        problem.iterations, problem.optimizer, chunk_size=chunk_size, callback=callback,
+    )  # fmt: skip
+    return to_pil(np.asarray(image))
+
+
+def stylize(
+    content: ImageLike,
+    style: ImageLike,
+    *,
+    callback: Callable[[Progress], None] | None = None,
+    chunk_size: int = 10,
+    **options,
+) -> Image.Image:
+    """Paint ``content`` in the style of ``style`` (Gatys, Ecker & Bethge, 2016).
+
+    ``content``/``style``/``init`` accept a path, a PIL image or an H×W×3 array
+    (uint8, or float in [0, 1]). Options (defaults in ``DEFAULTS``):
+
+    - ``size``: the output's longer side in px (the content's aspect ratio is kept);
+      the style image is resized to the same longer side.
+    - ``iterations``, ``optimizer`` ("lbfgs" or "adam"), ``learning_rate`` (Adam's).
+    - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ.
+    - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each),
+      ``pooling`` ("max" or "avg").
+    - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
+    - ``weights``: a converted weights file, loaded params, or None to locate them
+      (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
+
+    ``callback(Progress)`` is called every ``chunk_size`` iterations.
+    Returns the stylized RGB image.
+    """
+    return solve(prepare(content, style, **options), callback=callback, chunk_size=chunk_size)

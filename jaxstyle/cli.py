@@ -1,0 +1,151 @@
+"""The ``jaxstyle`` command: ``jaxstyle stylize ...`` and ``jaxstyle weights fetch|info``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from .errors import JaxstyleError, OptionError
+
+
+def _layer_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .api import DEFAULTS, INITS
+    from .objective import LossLayers
+
+    parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("stylize", help="paint a content image in the style of another")
+    p.add_argument("content", help="content image (photo)")
+    p.add_argument("style", help="style image (painting)")
+    p.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, ...)")
+    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="longer side of the output in px (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="optimizer iterations (default %(default)s)")
+    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=DEFAULTS["optimizer"])
+    p.add_argument("--learning-rate", type=float, default=0.02, help="Adam step size, pixels in [0,1] (default %(default)s)")
+    p.add_argument("--content-weight", type=float, default=DEFAULTS["content_weight"], help="alpha (default %(default)s)")
+    p.add_argument("--style-weight", type=float, default=DEFAULTS["style_weight"], help="beta (default %(default)s)")
+    p.add_argument("--tv-weight", type=float, default=DEFAULTS["tv_weight"], help="gamma (default %(default)s)")
+    p.add_argument("--content-layers", type=_layer_list, default=LossLayers().content, help="comma-separated (default relu4_2)")
+    p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
+    p.add_argument("--style-layer-weights", type=_float_list, default=None, help="comma-separated, one per style layer (default equal, 1/L)")
+    p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"])
+    p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise init (default %(default)s)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
+    p.add_argument("--weights", default=None, help="converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    w = commands.add_parser("weights", help="obtain or inspect the VGG-19 weights")
+    wc = w.add_subparsers(dest="weights_command", required=True)
+    f = wc.add_parser("fetch", help="download, check, convert and cache the VGG-19 weights")
+    f.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
+    i = wc.add_parser("info", help="describe a weights file (default: the one jaxstyle would use)")
+    i.add_argument("path", nargs="?", default=None)
+    return parser
+
+
+def _enable_compilation_cache() -> None:
+    # A second run of the same size starts without recompiling.
+    import jax
+
+    from .weights import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _stylize(args) -> int:
+    from tqdm import tqdm
+
+    from .api import prepare, solve
+    from .images import check_output_path, save_image, to_pil
+
+    if args.save_every < 0:
+        raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
+    output = Path(args.output)
+    inputs = (args.content, args.style) + ((args.init,) if Path(args.init).exists() else ())
+    check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
+    _enable_compilation_cache()
+    problem = prepare(
+        args.content, args.style, size=args.size, iterations=args.iterations,
+        optimizer=args.optimizer, learning_rate=args.learning_rate,
+        content_weight=args.content_weight, style_weight=args.style_weight,
+        tv_weight=args.tv_weight, content_layers=args.content_layers,
+        style_layers=args.style_layers, style_layer_weights=args.style_layer_weights,
+        pooling=args.pooling, init=args.init, seed=args.seed, weights=args.weights,
+    )  # fmt: skip
+    bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
+
+    def progress(p):
+        bar.update(p.iteration - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.4g}")
+        if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
+            import numpy as np
+
+            step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
+            save_image(to_pil(np.asarray(p.image)), step_path, inputs)
+
+    chunk = math.gcd(args.save_every, 10) if args.save_every else 10
+    try:
+        image = solve(problem, callback=progress, chunk_size=chunk)
+    finally:
+        bar.close()
+    save_image(image, output, inputs)
+    print(f"saved {output}", file=sys.stderr)
+    return 0
+
+
+def _weights(args) -> int:
+    from .weights import cached_weights_path, describe_preprocessing, locate_weights, read_weights_file
+
+    if args.weights_command == "fetch":
+        from weights_tools.fetch import fetch_weights
+
+        cached = cached_weights_path()
+        if cached.is_file() and not args.force:
+            read_weights_file(cached)  # a damaged cache is reported, not trusted
+            print(f"VGG-19 weights already cached at {cached} (use --force to fetch again)")
+            return 0
+        print(fetch_weights(cached))
+        return 0
+    path = locate_weights(args.path, fetch=False)
+    doc = read_weights_file(path)
+    p = describe_preprocessing(doc)
+    size = sum(doc["params"][n][k].nbytes for n in doc["layers"] for k in ("kernel", "bias"))
+    print(f"file:          {path}")
+    print(f"layers:        {', '.join(doc['layers'])}")
+    print(f"dtype:         {doc['dtype']} ({size / 1e6:.1f} MB of parameters)")
+    print(f"preprocessing: {p.channel_order}, x{p.scale:g}, mean {list(p.mean)}, std {list(p.std)}")
+    print(f"source:        {doc['source']}")
+    print(f"sha256:        {doc['content_sha256']} (layers, preprocessing, arrays)")
+    print(f"credit:        {doc['credit']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "stylize":
+            return _stylize(args)
+        return _weights(args)
+    except JaxstyleError as e:
+        print(f"jaxstyle: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

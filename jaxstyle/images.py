@@ -1,0 +1,117 @@
+"""Reading, resizing and writing images. Arrays are float32 H×W×3 RGB in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_path
+from .errors import ImageError, OutputError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)  # honour the camera's orientation tag
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels are composited onto white, as a viewer would show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def load_image(image: ImageLike, what: str = "image") -> Image.Image:
+    """Return ``image`` (a path, PIL image or H×W×3 array) as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(array_to_uint8(image, what))
+    if not isinstance(image, (str, os.PathLike)):
+        raise ImageError(f"{what} must be a path, a PIL image or an H×W×3 array, got {type(image).__name__}")
+    path = Path(image)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return _to_rgb(opened)
+    except FileNotFoundError:
+        raise ImageError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ImageError(f"{what} {path} is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{what} {path} is not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{what} {path} is too large to decode safely ({e})") from None
+    except OSError as e:
+        raise ImageError(f"{what} {path} could not be decoded (truncated or corrupt?): {e}") from None
+
+
+def array_to_uint8(array: np.ndarray, what: str = "image") -> np.ndarray:
+    """An H×W×3 array (uint8, or float in [0, 1]) as uint8."""
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ImageError(f"{what} array must have shape H×W×3, got {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ImageError(f"{what} array must be uint8 or float in [0, 1], got {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ImageError(f"{what} array holds NaN or infinite values")
+    return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def fit_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is ``size``, keeping the aspect ratio."""
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_array(image: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A PIL image as float32 H×W×3 in [0, 1], resized to ``size`` = (width, height) if given."""
+    if size is not None and image.size != tuple(size):
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(array_to_uint8(np.asarray(array, dtype=np.float32)))
+
+
+def check_output_path(path: str | os.PathLike, inputs: tuple = ()) -> str:
+    """Raise OutputError unless an image can be written at ``path``; return Pillow's format name.
+
+    ``inputs`` are the run's input images: an output may never replace one of them.
+    """
+    path = Path(path)
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and _same_file(path, Path(source)):
+            raise OutputError(f"output {path} is one of the input images; choose another output path")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a directory; give a file name such as out.png")
+    ext = path.suffix.lower()
+    if ext not in Image.registered_extensions():
+        raise OutputError(f"cannot tell the image format of output {path}; use a suffix such as .png or .jpg")
+    return Image.registered_extensions()[ext]
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Write ``image`` atomically to ``path``; refuse to overwrite any of ``inputs``."""
+    path = Path(path)
+    image_format = check_output_path(path, inputs)
+    try:
+        with atomic_path(path) as tmp:
+            image.save(tmp, format=image_format)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e}") from None
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False

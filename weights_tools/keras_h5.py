@@ -1,0 +1,91 @@
+"""Keras' VGG-19 HDF5 files (``vgg19_weights_tf_dim_ordering_tf_kernels[_notop].h5``).
+
+Layout: one group per layer, ``block{b}_conv{c}``, holding ``block{b}_conv{c}_W_1:0``
+(3, 3, in, out) HWIO float32 and ``block{b}_conv{c}_b_1:0``. These are the original
+Caffe weights: input BGR, 0..255, minus the ImageNet mean, cross-correlation.
+Fully-connected layers (in the non-"notop" file) are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from jaxstyle.errors import WeightsError
+from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_LAYERS
+from jaxstyle.weights import save_weights
+
+
+def _keras_name(layer: str) -> str:
+    block, conv = layer[len("conv"):].split("_")
+    return f"block{block}_conv{conv}"
+
+
+def file_hashes(path: str | os.PathLike) -> dict[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+
+
+def read_keras_h5(path: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS) -> dict:
+    """Read conv kernels and biases from a Keras VGG-19 HDF5 file as numpy arrays."""
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsError(f"{path} is not a readable HDF5 file ({e}); give Keras' VGG-19 .h5 file") from None
+    params = {}
+    with f:
+        for layer in layers:
+            group_name = _keras_name(layer)
+            group = f.get(group_name)
+            if group is None:
+                raise WeightsError(
+                    f"{path} has no group {group_name!r}; it is not Keras' VGG-19 weights file"
+                )
+            kernel = group.get(f"{group_name}_W_1:0")
+            bias = group.get(f"{group_name}_b_1:0")
+            # Later Keras versions nest datasets named "kernel:0"/"bias:0" in a subgroup.
+            if kernel is None:
+                kernel = _find_dataset(group, ("kernel:0", "_W:0"))
+            if bias is None:
+                bias = _find_dataset(group, ("bias:0", "_b:0"))
+            if kernel is None or bias is None:
+                raise WeightsError(f"{path}: group {group_name!r} lacks its kernel or bias dataset")
+            params[layer] = {
+                "kernel": np.asarray(kernel, dtype=np.float32),
+                "bias": np.asarray(bias, dtype=np.float32),
+            }
+    return params
+
+
+def _find_dataset(group, suffixes):
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and name.endswith(suffixes):
+            found.append(obj)
+
+    group.visititems(visit)
+    return found[0] if len(found) == 1 else None
+
+
+def convert_keras_h5(
+    src: str | os.PathLike, dst: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS
+) -> Path:
+    """Convert Keras' VGG-19 HDF5 file into a jaxstyle weights file at ``dst``."""
+    src = Path(src)
+    params = read_keras_h5(src, layers)
+    source = {"kind": "keras-h5", "name": src.name, **file_hashes(src)}
+    return save_weights(dst, params, CAFFE_PREPROCESSING, source)
