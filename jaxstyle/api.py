@@ -14,7 +14,7 @@ from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
 from .objective import LossLayers, StyleObjective, Targets, make_targets
 from .optimize import OptimizerConfig, Progress, check_optimizer, minimize
-from .vgg import min_image_side
+from .vgg import add_backward_kernels, min_image_side
 from .weights import load_weights
 
 #: Defaults: see README "Defaults and where they come from".
@@ -101,7 +101,7 @@ def prepare(
     x0 = _initial_image(init, content_arr, style_arr, seed)
 
     params = weights if isinstance(weights, Mapping) else load_weights(weights)
-    params = jax.tree.map(jnp.asarray, params)
+    params = add_backward_kernels(jax.tree.map(jnp.asarray, params))
     targets = make_targets(
         params, content_arr, style_arr, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,

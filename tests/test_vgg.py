@@ -78,3 +78,36 @@ def test_features_are_jittable_and_pure(random_params, rng):
     f = jax.jit(lambda p, x: vgg19_features(p, x, ["relu2_1"])["relu2_1"])
     a, b = f(random_params, image), f(random_params, image)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_backward_kernel_is_the_input_gradient_of_a_correlation(rng):
+    # Independent check of the identity: the gradient of Σ c·(x ⋆ W) in numpy.
+    from jaxstyle.vgg import backward_kernel
+
+    x = rng.standard_normal((5, 6, 2))
+    w = rng.standard_normal((3, 3, 2, 4))
+    c = rng.standard_normal((5, 6, 4))
+    want = np.zeros_like(x)  # ∂/∂x Σ_pos,o c[pos,o] Σ_{dy,dx,i} xpad[pos+d, i] W[d, i, o]
+    cpad = np.pad(c, ((1, 1), (1, 1), (0, 0)))
+    for dy in range(3):
+        for dx in range(3):
+            want += cpad[2 - dy : 2 - dy + 5, 2 - dx : 2 - dx + 6] @ w[dy, dx].T
+    got = reference.conv_same(c, np.asarray(backward_kernel(jnp.asarray(w))), 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_backward_kernels_change_no_value_or_gradient(random_params, rng):
+    from jaxstyle.vgg import add_backward_kernels
+
+    fast = add_backward_kernels(random_params)
+    image = jnp.asarray(rng.random((1, 24, 20, 3), np.float32))
+
+    def f(p, x):
+        return vgg19_features(p, x, ["relu3_1"], pooling="avg")["relu3_1"].sum()
+
+    np.testing.assert_array_equal(np.asarray(f(fast, image)), np.asarray(f(random_params, image)))
+    gx_fast, gx = jax.grad(f, 1)(fast, image), jax.grad(f, 1)(random_params, image)
+    np.testing.assert_allclose(np.asarray(gx_fast), np.asarray(gx), rtol=1e-5, atol=1e-6 * float(jnp.abs(gx).max()))
+    gk_fast, gk = jax.grad(f)(fast, image), jax.grad(f)(random_params, image)
+    for name in ("conv1_1", "conv2_1", "conv3_1"):
+        np.testing.assert_allclose(np.asarray(gk_fast[name]["kernel"]), np.asarray(gk[name]["kernel"]), rtol=1e-4, atol=1e-6 * float(jnp.abs(gk[name]["kernel"]).max()))
