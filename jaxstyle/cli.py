@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except JaxstyleError as e:
         print(f"jaxstyle: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("jaxstyle: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -40,15 +40,20 @@ def test_content_loss_alone_reconstructs_the_content_features(random_params, rng
 
 
 def test_pixels_stay_in_range_when_the_optimum_is_outside(random_params, rng):
-    # TV alone with a huge step would overshoot; the content wants saturated pixels.
-    content = np.clip(smooth_image(rng, 32, 32) * 1.6 - 0.3, 0, 1)
-    targets = _targets(random_params, GATYS_SMALL, content, style_weight=1e3, tv_weight=1.0)
-    x0 = jnp.asarray(rng.random((32, 32, 3), np.float32))
-    for config in (OptimizerConfig("adam", learning_rate=0.3), OptimizerConfig("lbfgs")):
-        image, history = minimize(StyleObjective(GATYS_SMALL), (random_params, targets), x0, 20, config)
-        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-        assert np.all(np.isfinite(history)) and history[-1] < history[0]
-        assert float(jnp.mean((image == 0) | (image == 1))) > 0.001  # the bounds are active
+    # The content target comes from an image that overshoots [0, 1] on wide areas, so the
+    # unconstrained optimum lies outside the box: the bounds must hold and become active.
+    overshooting = smooth_image(rng, 32, 32) * 2.0 - 0.5
+    outside = (overshooting < 0) | (overshooting > 1)
+    assert outside.mean() > 0.2
+    layers = LossLayers(content=("relu1_1",), style=())
+    targets = _targets(random_params, layers, overshooting, tv_weight=1e-3)
+    x0 = jnp.full((32, 32, 3), 0.5, jnp.float32)
+    for config in (OptimizerConfig("adam", learning_rate=0.1), OptimizerConfig("lbfgs")):
+        image, history = minimize(StyleObjective(layers), (random_params, targets), x0, 40, config)
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0, config.name
+        assert np.all(np.isfinite(history)) and history[-1] < 0.5 * history[0], config.name
+        on_bound = np.asarray((image == 0) | (image == 1))
+        assert on_bound.mean() > 0.25 * outside.mean(), (config.name, on_bound.mean())  # the bounds are active
 
 
 def test_chunking_does_not_change_the_result(random_params, rng):
