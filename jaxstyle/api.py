@@ -23,12 +23,24 @@ DEFAULTS = dict(
     iterations=500,
     optimizer="lbfgs",
     content_weight=1.0,
-    style_weight=1e4,
+    style_weight="auto",
     tv_weight=0.0,
     init="content",
     pooling="max",
 )
 INITS = ("content", "noise", "style")
+
+#: β of ``style_weight="auto"`` for a 512×512 output (α/β = 1e-3 with α = 1, the paper's ratio).
+AUTO_STYLE_WEIGHT_512 = 1e3
+
+
+def auto_style_weight(height: int, width: int) -> float:
+    """β = AUTO_STYLE_WEIGHT_512 · H·W / 512²: the same content/style balance at every size.
+
+    The content term ½Σ(F−P)² sums over positions, so it grows with the pixel count, while
+    each style term E_l is divided by M_l² and does not; β ∝ H·W keeps their ratio.
+    """
+    return AUTO_STYLE_WEIGHT_512 * height * width / 512**2
 
 
 def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
@@ -64,7 +76,7 @@ def prepare(
     iterations: int = DEFAULTS["iterations"],
     optimizer: str = DEFAULTS["optimizer"],
     content_weight: float = DEFAULTS["content_weight"],
-    style_weight: float = DEFAULTS["style_weight"],
+    style_weight: float | str = DEFAULTS["style_weight"],
     tv_weight: float = DEFAULTS["tv_weight"],
     content_layers: Sequence[str] = LossLayers().content,
     style_layers: Sequence[str] = LossLayers().style,
@@ -99,6 +111,10 @@ def prepare(
                 f"layers need at least {needed} px on each side: raise size or use shallower layers"
             )
     x0 = _initial_image(init, content_arr, style_arr, seed)
+    if isinstance(style_weight, str):
+        if style_weight != "auto":
+            raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
+        style_weight = auto_style_weight(*content_arr.shape[:2])
 
     params = weights if isinstance(weights, Mapping) else load_weights(weights)
     params = add_backward_kernels(jax.tree.map(jnp.asarray, params))
@@ -140,7 +156,8 @@ def stylize(
     - ``size``: the output's longer side in px (the content's aspect ratio is kept);
       the style image is resized to the same longer side.
     - ``iterations``, ``optimizer`` ("lbfgs" or "adam"), ``learning_rate`` (Adam's).
-    - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ.
+    - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ. ``style_weight="auto"``
+      is ``auto_style_weight(H, W)``: α/β = 1e-3 at 512×512, the same balance at any size.
     - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each),
       ``pooling`` ("max" or "avg").
     - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.

@@ -21,6 +21,15 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _style_weight(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULTS, INITS
     from .objective import LossLayers
@@ -37,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=DEFAULTS["optimizer"])
     p.add_argument("--learning-rate", type=float, default=0.02, help="Adam step size, pixels in [0,1] (default %(default)s)")
     p.add_argument("--content-weight", type=float, default=DEFAULTS["content_weight"], help="alpha (default %(default)s)")
-    p.add_argument("--style-weight", type=float, default=DEFAULTS["style_weight"], help="beta (default %(default)s)")
+    p.add_argument("--style-weight", type=_style_weight, default=DEFAULTS["style_weight"],
+                   help="beta, or 'auto': 1000 at 512x512, scaled by the output's pixel count (default %(default)s)")
     p.add_argument("--tv-weight", type=float, default=DEFAULTS["tv_weight"], help="gamma (default %(default)s)")
     p.add_argument("--content-layers", type=_layer_list, default=LossLayers().content, help="comma-separated (default relu4_2)")
     p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
@@ -88,6 +98,12 @@ def _stylize(args) -> int:
         style_layers=args.style_layers, style_layer_weights=args.style_layer_weights,
         pooling=args.pooling, init=args.init, seed=args.seed, weights=args.weights,
     )  # fmt: skip
+    if not args.quiet:
+        h, w, _ = problem.init_image.shape
+        t = problem.targets
+        print(f"{w}×{h} px, {args.optimizer}, α={float(t.content_weight):.4g} "
+              f"β={float(t.style_weight):.4g}{' (auto)' if args.style_weight == 'auto' else ''} "
+              f"γ={float(t.tv_weight):.4g}", file=sys.stderr)  # fmt: skip
     bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
 
     def progress(p):

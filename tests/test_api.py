@@ -6,7 +6,8 @@ from PIL import Image
 import jaxstyle
 from jaxstyle import ImageError, OptionError
 
-FAST = dict(size=32, iterations=3, style_layers=("relu1_1", "relu2_1", "relu3_1"), content_layers=("relu3_1",))
+# β fixed rather than "auto": the random-weight VGG has its own scale.
+FAST = dict(size=32, iterations=3, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"), content_layers=("relu3_1",))
 
 
 def test_stylize_accepts_paths_pil_images_and_arrays(random_weights_file, image_files, rng):
@@ -46,6 +47,20 @@ def test_callback_gets_progress(random_weights_file, image_files):
     assert seen[-1].image.shape == (27, 32, 3) and np.isfinite(seen[-1].loss)
 
 
+def test_auto_style_weight_grows_with_the_pixel_count(random_weights_file, image_files):
+    # The content term sums over positions and each E_l is divided by M_l²: keeping β ∝ H·W
+    # keeps the balance. The images are 48×40, so size 48 gives 48×40 and size 24 gives 24×20.
+    content, style = image_files
+    weights = {}
+    for size in (48, 24):
+        problem = jaxstyle.prepare(content, style, weights=random_weights_file, **{**FAST, "size": size, "style_weight": "auto"})
+        weights[size] = float(problem.targets.style_weight)
+    assert weights[48] == pytest.approx(1000 * 48 * 40 / 512**2, rel=1e-6)
+    assert weights[24] == pytest.approx(weights[48] / 4, rel=1e-6)
+    explicit = jaxstyle.prepare(content, style, weights=random_weights_file, **{**FAST, "style_weight": 7.0})
+    assert float(explicit.targets.style_weight) == 7.0
+
+
 def test_images_too_small_for_the_layers(random_weights_file, image_files):
     content, style = image_files
     with pytest.raises(ImageError, match="at least 16 px"):
@@ -63,6 +78,7 @@ def test_images_too_small_for_the_layers(random_weights_file, image_files):
         (dict(pooling="median"), "pooling"),
         (dict(init="sketchy"), "init must be"),
         (dict(style_layer_weights=[1.0, 2.0]), "style layer weights"),
+        (dict(style_weight="heavy"), "'auto'"),
     ],
 )
 def test_bad_options_raise_option_error(random_weights_file, image_files, options, message):

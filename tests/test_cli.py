@@ -64,3 +64,13 @@ def test_console_entry_point_reports_without_traceback(tmp_path):
     )  # fmt: skip
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [f"jaxstyle: error: content image {tmp_path / 'a.png'} does not exist"]
+
+
+def test_prints_the_weights_it_uses(random_weights_file, image_files, tmp_path, capsys):
+    content, style = image_files
+    args = ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), "--weights", str(random_weights_file),
+            *[a for a in FAST if a != "--quiet"], "--iterations", "1"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    # 48×40 at size 32 is 32×27; auto β = 1000 · 32 · 27 / 512².
+    assert "32×27 px" in err and f"β={1000 * 32 * 27 / 512**2:.4g} (auto)" in err, err
