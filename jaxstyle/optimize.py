@@ -14,6 +14,7 @@ exact after the projection and no iteration needs an extra evaluation.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -117,32 +118,60 @@ def step(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, sta
     return RunState(x, opt_state), value
 
 
+class ChunkResult(NamedTuple):
+    """What one compiled chunk returns besides the state."""
+
+    losses: jax.Array  # losses[i]: loss at the start of iteration i; NaN where not run
+    last_finite: jax.Array  # the last iterate whose loss was finite (the chunk's start if none)
+    ran: jax.Array  # iterations run: n, or fewer if the loss stopped being finite
+
+
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "config", "chunk_size"), donate_argnames=("state",)
 )
 def run_chunk(state: RunState, n: jax.Array, loss_args: Any, *, loss_fn, config, chunk_size: int):
-    """Run ``n`` (≤ chunk_size, traced: no recompile) iterations of ``loss_fn(image, *loss_args)``.
+    """Run up to ``n`` (≤ chunk_size, traced: no recompile) iterations of ``loss_fn(image, *loss_args)``.
 
-    Returns (state, losses) where ``losses[i]`` is the loss at the start of iteration i
-    and NaN past ``n``.
+    Stops early, inside XLA, at the first iteration whose loss is NaN or infinite or
+    whose step would make a pixel so; that step is not taken. Returns (state, ChunkResult).
     """
 
-    def body(i, carry):
-        state, losses = carry
-        state, value = step(lambda x: loss_fn(x, *loss_args), config, state)
-        return state, losses.at[i].set(value)
+    def keep_going(carry):
+        i, _, _, _, finite = carry
+        return (i < n) & finite
+
+    def body(carry):
+        i, old, losses, last_finite, _ = carry
+        new, value = step(lambda x: loss_fn(x, *loss_args), config, old)
+        loss_finite = jnp.isfinite(value)
+        ok = loss_finite & jnp.all(jnp.isfinite(new.image))
+        # A bad step is not taken: the state stays as it was, and the loop ends.
+        state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        last_finite = jnp.where(loss_finite, old.image, last_finite)
+        return i + ok.astype(i.dtype), state, losses.at[i].set(value), last_finite, ok
 
     losses = jnp.full((chunk_size,), jnp.nan, jnp.float32)
-    return jax.lax.fori_loop(0, n, body, (state, losses))
+    init = (jnp.int32(0), state, losses, state.image, jnp.bool_(True))
+    ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
+    return state, ChunkResult(losses, last_finite, ran)
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """The loss became NaN or infinite; the run stopped at the last finite image."""
 
 
 class Progress(NamedTuple):
-    """What a progress callback receives between chunks."""
+    """What a progress callback receives between chunks.
+
+    ``image`` and ``state`` live on the device and are valid during the call only: the
+    next chunk reuses their buffers, so copy what you keep (``np.asarray``).
+    """
 
     iteration: int  # iterations done so far
     iterations: int  # iterations asked for
     loss: float  # loss at the start of the last iteration run
-    image: jax.Array  # the current image, H×W×3 in [0, 1] (on the device)
+    image: jax.Array  # the current image, H×W×3 in [0, 1]
+    state: RunState  # image and optimizer state: what a checkpoint keeps
 
 
 def minimize(
@@ -154,27 +183,42 @@ def minimize(
     *,
     chunk_size: int = 10,
     callback: Callable[[Progress], None] | None = None,
+    resume: tuple[RunState, int] | None = None,
 ) -> tuple[jax.Array, list[float]]:
     """Minimise ``loss_fn(image, *loss_args)`` over images in [0, 1].
 
     ``loss_fn`` must be a module-level (hashable) function so that the compiled loop
-    is reused across calls. Returns the final image and the per-iteration losses.
+    is reused across calls. ``resume=(state, done)`` continues a run from a saved
+    ``RunState`` after ``done`` iterations (``image`` then only gives the shape).
+    Returns the final image and the losses of the iterations run.
+
+    If the loss becomes NaN or infinite, the run stops, a ``NonFiniteLossWarning`` is
+    issued, and the last image whose loss was finite is returned.
     """
     check_optimizer(config)
     if iterations < 0:
         raise OptionError(f"iterations must be ≥ 0, got {iterations}")
     if chunk_size < 1:
         raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
-    state = init_state(image, config)
+    state, done = resume if resume is not None else (init_state(image, config), 0)
     history: list[float] = []
-    done = 0
     while done < iterations:
         n = min(chunk_size, iterations - done)
-        state, losses = run_chunk(
+        state, result = run_chunk(
             state, jnp.int32(n), loss_args, loss_fn=loss_fn, config=config, chunk_size=chunk_size
         )
-        history.extend(float(v) for v in jax.device_get(losses[:n]))
-        done += n
+        ran = int(result.ran)
+        history.extend(float(v) for v in jax.device_get(result.losses[:ran]))
+        done += ran
+        if ran < n:
+            warnings.warn(
+                f"the loss or its gradient became NaN or infinite at iteration {done + 1} "
+                f"(loss {float(result.losses[ran]):.4g}); stopped there and returned the last "
+                "image with a finite loss: lower the learning rate or the loss weights",
+                NonFiniteLossWarning,
+                stacklevel=2,
+            )
+            return result.last_finite, history
         if callback is not None:
-            callback(Progress(done, iterations, history[-1], state.image))
+            callback(Progress(done, iterations, history[-1], state.image, state))
     return state.image, history

@@ -4,6 +4,7 @@ import pytest
 from conftest import smooth_image
 
 from jaxstyle import OptimizerConfig, OptionError, minimize, vgg19_features
+from jaxstyle.optimize import NonFiniteLossWarning
 from jaxstyle.objective import LossLayers, StyleObjective, loss_terms, make_targets
 
 CONTENT_ONLY = LossLayers(content=("relu2_1",), style=())
@@ -91,3 +92,33 @@ def test_bad_optimizer_options(random_params, rng):
         minimize(*args, -1)
     with pytest.raises(OptionError, match="learning rate"):
         minimize(*args, 5, OptimizerConfig("adam", learning_rate=-1.0))
+
+
+def _breaks_past(x, target, limit):
+    # Finite while the first pixel stays at or below ``limit``, NaN beyond: a run that breaks midway.
+    return jnp.where(x[0, 0, 0] > limit, jnp.nan, jnp.sum((x - target) ** 2))
+
+
+def test_a_non_finite_loss_stops_the_run_with_the_last_finite_image():
+    x0, target = jnp.full((8, 8, 3), 0.5, jnp.float32), jnp.ones((8, 8, 3), jnp.float32)
+    config = OptimizerConfig("adam", learning_rate=0.02)  # ≈0.02 per step: crosses 0.8 midway
+    seen = []
+    with pytest.warns(NonFiniteLossWarning, match="NaN or infinite at iteration"):
+        image, history = minimize(_breaks_past, (target, 0.8), x0, 60, config, chunk_size=10,
+                                  callback=lambda p: seen.append(p.iteration))  # fmt: skip
+    assert 10 < len(history) < 60 and np.all(np.isfinite(history))
+    assert float(image[0, 0, 0]) <= 0.8 and np.isfinite(float(_breaks_past(image, target, 0.8)))
+    assert seen and all(i <= len(history) for i in seen)  # no progress reported past the break
+    # The image is the iterate before the break, as a plain run of that many iterations gives it.
+    clean, _ = minimize(_breaks_past, (target, 0.8), x0, len(history) - 1, config)
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(clean))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_a_loss_that_is_not_finite_from_the_start_returns_the_start(optimizer):
+    # (L-BFGS's line search itself refuses steps into a NaN region; at the start it cannot.)
+    x0, target = jnp.full((8, 8, 3), 0.5, jnp.float32), jnp.ones((8, 8, 3), jnp.float32)
+    with pytest.warns(NonFiniteLossWarning, match="iteration 1 "):
+        image, history = minimize(_breaks_past, (target, 0.4), x0, 20, OptimizerConfig(optimizer))
+    assert history == []
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(x0))
