@@ -13,7 +13,8 @@ from PIL import Image
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
 from .objective import LossLayers, StyleObjective, Targets, make_targets
-from .optimize import OptimizerConfig, Progress, check_optimizer, minimize
+from .checkpoint import load_checkpoint, problem_fingerprint
+from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
 from .vgg import add_backward_kernels, min_image_side
 from .weights import load_weights
 
@@ -131,11 +132,22 @@ def solve(
     *,
     callback: Callable[[Progress], None] | None = None,
     chunk_size: int = 10,
+    resume: str | os.PathLike | None = None,
 ) -> Image.Image:
-    """Run the optimisation of a prepared problem; return the image."""
+    """Run the optimisation of a prepared problem; return the image.
+
+    ``resume``: a checkpoint of the same problem (``save_checkpoint``, or the CLI's
+    ``--checkpoint``) to continue from; the result is the one an uninterrupted run gives.
+    If the loss becomes NaN or infinite the run stops with a ``NonFiniteLossWarning``
+    and the last image whose loss was finite is returned.
+    """
+    start = None
+    if resume is not None:
+        template = init_state(problem.init_image, problem.optimizer)
+        start = load_checkpoint(resume, template, problem_fingerprint(problem))
     image, _ = minimize(
         problem.objective, (problem.params, problem.targets), problem.init_image,
-        problem.iterations, problem.optimizer, chunk_size=chunk_size, callback=callback,
+        problem.iterations, problem.optimizer, chunk_size=chunk_size, callback=callback, resume=start,
     )  # fmt: skip
     return to_pil(np.asarray(image))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import JaxstyleError, OptionError
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise init (default %(default)s)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="keep the image and optimizer state here every --checkpoint-every iterations")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="(default %(default)s)")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run saved in this checkpoint (same images and options; may raise --iterations)")
     p.add_argument("--weights", default=None, help="converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -81,14 +87,23 @@ def _enable_compilation_cache() -> None:
 def _stylize(args) -> int:
     from tqdm import tqdm
 
+    import numpy as np
+
     from .api import prepare, solve
+    from .checkpoint import problem_fingerprint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
+    from .optimize import NonFiniteLossWarning
 
     if args.save_every < 0:
         raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
+    if args.checkpoint_every < 1:
+        raise OptionError(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     output = Path(args.output)
     inputs = (args.content, args.style) + ((args.init,) if Path(args.init).exists() else ())
     check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
+    checkpoint = args.checkpoint or args.resume  # a resumed run keeps its checkpoint going
+    if checkpoint and Path(checkpoint).resolve() in {Path(p).resolve() for p in (*inputs, output)}:
+        raise OptionError(f"checkpoint {checkpoint} is an input or the output; choose another path")
     _enable_compilation_cache()
     problem = prepare(
         args.content, args.style, size=args.size, iterations=args.iterations,
@@ -104,22 +119,39 @@ def _stylize(args) -> int:
         print(f"{w}×{h} px, {args.optimizer}, α={float(t.content_weight):.4g} "
               f"β={float(t.style_weight):.4g}{' (auto)' if args.style_weight == 'auto' else ''} "
               f"γ={float(t.tv_weight):.4g}", file=sys.stderr)  # fmt: skip
+    fingerprint = problem_fingerprint(problem) if checkpoint else None
     bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
+    latest = None  # (iteration, host copy of the image): what Ctrl-C saves
 
     def progress(p):
+        nonlocal latest
+        latest = (p.iteration, np.asarray(p.image))  # the device buffers are reused by the next chunk
         bar.update(p.iteration - bar.n)
         bar.set_postfix(loss=f"{p.loss:.4g}")
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
-            import numpy as np
-
             step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
-            save_image(to_pil(np.asarray(p.image)), step_path, inputs)
+            save_image(to_pil(latest[1]), step_path, inputs)
+        if checkpoint and (p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations):
+            save_checkpoint(checkpoint, p.state, p.iteration, fingerprint)
 
-    chunk = math.gcd(args.save_every, 10) if args.save_every else 10
+    chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     try:
-        image = solve(problem, callback=progress, chunk_size=chunk)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NonFiniteLossWarning)
+            image = solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)
+    except KeyboardInterrupt:
+        bar.close()
+        if latest is None:
+            print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
+        else:
+            save_image(to_pil(latest[1]), output, inputs)
+            hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+            print(f"jaxstyle: interrupted at iteration {latest[0]}; saved {output}{hint}", file=sys.stderr)
+        return 130
     finally:
         bar.close()
+    for w in caught:
+        print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
     save_image(image, output, inputs)
     print(f"saved {output}", file=sys.stderr)
     return 0

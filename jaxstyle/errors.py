@@ -31,3 +31,9 @@ class OutputError(JaxstyleError):
     """An output cannot be written where asked (or would overwrite an input)."""
 
     exit_code = 5
+
+
+class CheckpointError(JaxstyleError):
+    """A checkpoint cannot be read, or belongs to another run."""
+
+    exit_code = 6

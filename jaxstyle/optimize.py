@@ -203,7 +203,8 @@ def minimize(
     state, done = resume if resume is not None else (init_state(image, config), 0)
     history: list[float] = []
     while done < iterations:
-        n = min(chunk_size, iterations - done)
+        # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
+        n = min(chunk_size - done % chunk_size, iterations - done)
         state, result = run_chunk(
             state, jnp.int32(n), loss_args, loss_fn=loss_fn, config=config, chunk_size=chunk_size
         )

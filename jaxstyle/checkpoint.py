@@ -1,0 +1,92 @@
+"""Checkpoints: a run's image and optimizer state, to continue it later.
+
+A checkpoint is msgpack written with ``flax.serialization`` (no pickle): the format
+name and version, the iterations done, a fingerprint of the problem it belongs to,
+and the ``RunState`` as a state dict. Resuming restores the state onto a freshly
+initialised one of the same problem, so the run goes on exactly as if it had never
+stopped (the loop is deterministic and chunking does not change its result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import serialization
+
+from .atomic import atomic_path
+from .errors import CheckpointError
+from .optimize import RunState
+
+FORMAT = "jaxstyle-checkpoint"
+FORMAT_VERSION = 1
+
+
+def problem_fingerprint(problem) -> str:
+    """sha256 of what decides a run's trajectory: layers, optimizer, image shape, targets.
+
+    The targets carry the weights, both images and α, β, γ; the iteration count and
+    the init are left out, so a resumed run may be asked to go further.
+    """
+    h = hashlib.sha256()
+    h.update(repr((problem.objective.layers, problem.optimizer, problem.init_image.shape)).encode())
+    for leaf in jax.tree.leaves(jax.device_get(problem.targets)):
+        a = np.ascontiguousarray(leaf)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fingerprint: str) -> Path:
+    """Write ``state`` after ``iteration`` iterations, atomically."""
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "iteration": int(iteration),
+        "fingerprint": fingerprint,
+        "state": serialization.to_state_dict(jax.device_get(state)),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(serialization.msgpack_serialize(document))
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, template: RunState, fingerprint: str) -> tuple[RunState, int]:
+    """Read a checkpoint of the problem whose fresh state is ``template``: (state, iterations done)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    try:
+        document = serialization.msgpack_restore(raw)
+    except Exception:  # msgpack raises several unrelated types on bad bytes
+        raise CheckpointError(f"{path} is not a jaxstyle checkpoint (unreadable or truncated)") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a jaxstyle checkpoint")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {document.get('format_version')}; "
+                              f"this jaxstyle reads version {FORMAT_VERSION}")  # fmt: skip
+    if document.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run (other images, weights, layers, weights α/β/γ, "
+            "optimizer or size): resume with the same ones, or start afresh without resuming"
+        )
+    try:
+        state = serialization.from_state_dict(template, document["state"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: the saved state does not fit this run ({e})") from None
+    for saved, fresh in zip(jax.tree.leaves(state), jax.tree.leaves(template)):
+        if np.shape(saved) != np.shape(fresh):
+            raise CheckpointError(f"{path}: the saved state does not fit this run (array shapes differ)")
+    iteration = document.get("iteration")
+    if not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(f"{path}: no valid iteration count")
+    state = jax.tree.map(lambda saved, fresh: jax.numpy.asarray(saved, fresh.dtype), state, template)
+    return state, iteration
