@@ -31,11 +31,18 @@ def _style_weight(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other jaxstyle error."""
+
+    def error(self, message: str):
+        self.exit(2, f"jaxstyle: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULTS, INITS
     from .objective import LossLayers
 
-    parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
+    parser = _Parser(prog="jaxstyle", description="Neural style transfer in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("stylize", help="paint a content image in the style of another")

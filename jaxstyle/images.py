@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 from .errors import ImageError, OutputError
@@ -16,13 +18,31 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit sRGB, the way a viewer would show it."""
     image = ImageOps.exif_transpose(image)  # honour the camera's orientation tag
+    icc = image.info.get("icc_profile")
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16/32-bit grey: Pillow's own convert clips at 255 (nearly white); scale instead.
+        grey = np.asarray(image, np.float64)
+        full = 1.0 if image.mode == "F" else 65535.0  # float images are taken to be in [0, 1]
+        image = Image.fromarray(np.round(np.clip(grey / full, 0, 1) * 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels are composited onto white, as a viewer would show them.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
+    if icc and image.mode in ("RGB", "CMYK", "L", "RGBA"):
+        try:  # an embedded colour profile (Adobe RGB, a CMYK press profile...): convert to sRGB
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, source, _srgb(), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # an unusable profile: take the numbers as they are, like most viewers
     return image.convert("RGB")
+
+
+@functools.cache
+def _srgb():
+    return ImageCms.createProfile("sRGB")
 
 
 def load_image(image: ImageLike, what: str = "image") -> Image.Image:
@@ -45,7 +65,11 @@ def load_image(image: ImageLike, what: str = "image") -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"{what} {path} is not an image Pillow can read") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{what} {path} is too large to decode safely ({e})") from None
+        raise ImageError(
+            f"{what} {path} has more pixels than Pillow's safety limit against decompression bombs "
+            f"({Image.MAX_IMAGE_PIXELS:,} pixels; {e}); if you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS or shrink the image first"
+        ) from None
     except OSError as e:
         raise ImageError(f"{what} {path} could not be decoded (truncated or corrupt?): {e}") from None
 

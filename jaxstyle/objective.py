@@ -16,6 +16,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .errors import OptionError
 from .losses import content_loss, gram_matrix, style_loss, total_loss, total_variation
@@ -86,8 +87,8 @@ def make_targets(
 ) -> Targets:
     """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5)."""
     for name, value in (("content", content_weight), ("style", style_weight), ("tv", tv_weight)):
-        if not value >= 0:
-            raise OptionError(f"{name} weight must be ≥ 0, got {value}")
+        if not (isinstance(value, (int, float, np.number)) and 0 <= value < float("inf")):
+            raise OptionError(f"{name} weight must be a finite number ≥ 0, got {value!r}")
     weights = _layer_weights(layers.style, style_layer_weights)
     content_image = jnp.asarray(content_image, jnp.float32)
     style_image = jnp.asarray(style_image, jnp.float32)

@@ -75,6 +75,8 @@ def test_images_too_small_for_the_layers(random_weights_file, image_files):
         (dict(optimizer="sgd"), "unknown optimizer"),
         (dict(style_layers=("relu1_1", "relu6_1")), "relu6_1"),
         (dict(content_weight=-1.0), "content weight"),
+        (dict(style_weight=float("inf")), "finite number"),
+        (dict(tv_weight=float("nan")), "tv weight"),
         (dict(pooling="median"), "pooling"),
         (dict(init="sketchy"), "init must be"),
         (dict(style_layer_weights=[1.0, 2.0]), "style layer weights"),

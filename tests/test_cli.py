@@ -74,3 +74,15 @@ def test_prints_the_weights_it_uses(random_weights_file, image_files, tmp_path, 
     err = capsys.readouterr().err
     # 48×40 at size 32 is 32×27; auto β = 1000 · 32 · 27 / 512².
     assert "32×27 px" in err and f"β={1000 * 32 * 27 / 512**2:.4g} (auto)" in err, err
+
+
+def test_usage_mistakes_are_one_line_too(capsys):
+    import pytest
+
+    for args, text in [(["stylize", "a.png", "b.png", "-o", "c.png", "--size", "abc"], "invalid int value: 'abc'"),
+                       (["stylize", "a.png", "b.png"], "-o/--output"), (["paint"], "invalid choice: 'paint'"),
+                       (["stylize", "a.png", "b.png", "-o", "c.png", "--style-weight", "lots"], "a number or 'auto'")]:  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and err.startswith("jaxstyle: error: ") and text in err and "\n" not in err, err
