@@ -13,6 +13,7 @@ from PIL import Image
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
 from .objective import LossLayers, StyleObjective, Targets, make_targets
+from .checks import whole_number
 from .checkpoint import load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
 from .vgg import add_backward_kernels, min_image_side
@@ -93,10 +94,9 @@ def prepare(
     Raises OptionError, ImageError or WeightsError before any optimisation starts.
     The options are those of ``stylize``.
     """
-    if not isinstance(size, (int, np.integer)) or size <= 0:
-        raise OptionError(f"size must be a positive number of pixels, got {size!r}")
-    if not isinstance(iterations, (int, np.integer)) or iterations < 0:
-        raise OptionError(f"iterations must be a whole number ≥ 0, got {iterations!r}")
+    size = whole_number(size, "size (the output's longer side in px)", minimum=1)
+    iterations = whole_number(iterations, "iterations", minimum=0)
+    seed = whole_number(seed, "seed", minimum=0)
     layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate))
 

@@ -16,8 +16,8 @@ from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from .checks import finite_number
 from .errors import OptionError
 from .losses import content_loss, gram_matrix, style_loss, total_loss, total_variation
 from .vgg import check_layers, check_pooling, vgg19_features
@@ -86,9 +86,9 @@ def make_targets(
     style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
 ) -> Targets:
     """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5)."""
-    for name, value in (("content", content_weight), ("style", style_weight), ("tv", tv_weight)):
-        if not (isinstance(value, (int, float, np.number)) and 0 <= value < float("inf")):
-            raise OptionError(f"{name} weight must be a finite number ≥ 0, got {value!r}")
+    content_weight = finite_number(content_weight, "content weight")
+    style_weight = finite_number(style_weight, "style weight")
+    tv_weight = finite_number(tv_weight, "tv weight")
     weights = _layer_weights(layers.style, style_layer_weights)
     content_image = jnp.asarray(content_image, jnp.float32)
     style_image = jnp.asarray(style_image, jnp.float32)
@@ -108,17 +108,15 @@ def _layer_weights(style_layers, given) -> dict[str, float]:
         extra = set(given) - set(style_layers)
         if extra:
             raise OptionError(f"style layer weights name layers not in the style layers: {sorted(extra)}")
-        weights = {name: float(given.get(name, 0.0)) for name in style_layers}
+        weights = {name: given.get(name, 0.0) for name in style_layers}
     else:
         given = list(given)
         if len(given) != len(style_layers):
             raise OptionError(
                 f"{len(given)} style layer weights for {len(style_layers)} style layers; give one each"
             )
-        weights = dict(zip(style_layers, map(float, given)))
-    if any(not w >= 0 for w in weights.values()):
-        raise OptionError(f"style layer weights must be ≥ 0, got {weights}")
-    return weights
+        weights = dict(zip(style_layers, given))
+    return {name: finite_number(w, f"style layer weight of {name}") for name, w in weights.items()}
 
 
 def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> dict:

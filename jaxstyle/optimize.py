@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .checks import finite_number, whole_number
 from .errors import OptionError
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -44,11 +45,11 @@ class OptimizerConfig(NamedTuple):
 def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
     if config.name not in OPTIMIZERS:
         raise OptionError(f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if not config.learning_rate > 0:
-        raise OptionError(f"learning rate must be > 0, got {config.learning_rate}")
-    if config.memory_size < 1 or config.max_linesearch_steps < 1:
-        raise OptionError("L-BFGS memory size and line-search steps must be at least 1")
-    return config
+    return config._replace(
+        learning_rate=finite_number(config.learning_rate, "learning rate", positive=True),
+        memory_size=whole_number(config.memory_size, "L-BFGS memory size", minimum=1),
+        max_linesearch_steps=whole_number(config.max_linesearch_steps, "L-BFGS line-search steps", minimum=1),
+    )
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformationExtraArgs:
@@ -195,7 +196,7 @@ def minimize(
     If the loss becomes NaN or infinite, the run stops, a ``NonFiniteLossWarning`` is
     issued, and the last image whose loss was finite is returned.
     """
-    check_optimizer(config)
+    config = check_optimizer(config)
     if iterations < 0:
         raise OptionError(f"iterations must be ≥ 0, got {iterations}")
     if chunk_size < 1:

@@ -5,11 +5,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from jaxstyle.vgg import CONV_LAYERS, init_vgg19_params  # noqa: E402
 from jaxstyle.weights import WeightsError, locate_weights  # noqa: E402
+
+# Fuzzing: a modest, repeatable count in CI; `--hypothesis-profile=long` for the long run.
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 # Convolutions up to conv5_1: all the default losses need.
 LOSS_CONVS = CONV_LAYERS[: CONV_LAYERS.index("conv5_1") + 1]
