@@ -66,9 +66,9 @@ def load_image(image: ImageLike, what: str = "image") -> Image.Image:
         raise ImageError(f"{what} {path} is not an image Pillow can read") from None
     except Image.DecompressionBombError as e:
         raise ImageError(
-            f"{what} {path} has more pixels than Pillow's safety limit against decompression bombs "
-            f"({Image.MAX_IMAGE_PIXELS:,} pixels; {e}); if you trust the file, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS or shrink the image first"
+            f"{what} {path} is too large to decode safely ({str(e).rstrip('.')}): Pillow refuses images "
+            f"over twice PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels against "
+            "decompression bombs; if you trust the file, raise that limit or shrink the image first"
         ) from None
     except OSError as e:
         raise ImageError(f"{what} {path} could not be decoded (truncated or corrupt?): {e}") from None

@@ -220,3 +220,19 @@ def test_weights_tools_command_converts(tmp_path, rng, capsys):
     assert read_weights_file(tmp_path / "w.msgpack")["layers"] == ["conv1_1", "conv1_2"]
     assert main(["convert", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.msgpack")]) == 4
     assert "weights_tools: error:" in capsys.readouterr().err
+
+
+def test_nan_values_and_wrong_shapes_inside_a_file_are_refused(tmp_path, rng):
+    from flax import serialization
+
+    document = serialization.msgpack_restore(_small_weights(tmp_path, rng).read_bytes())
+    kernel = document["params"]["conv1_2"]["kernel"]
+    for name, change, message in [
+        ("nan.msgpack", lambda p: p["conv1_2"].update(kernel=np.where(kernel > 0, np.nan, kernel)), "NaN or infinite"),
+        ("shape.msgpack", lambda p: p["conv1_2"].update(kernel=kernel[:, :, :, :10]), "conv1_2 has kernel/bias shapes"),
+    ]:  # fmt: skip
+        params = {layer: dict(parts) for layer, parts in document["params"].items()}
+        change(params)
+        (tmp_path / name).write_bytes(serialization.msgpack_serialize({**document, "params": params}))
+        with pytest.raises(WeightsError, match=message):
+            read_weights_file(tmp_path / name)
