@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
-from .objective import LossLayers, StyleObjective, Targets, make_targets
+from .objective import LossLayers, StyleObjective, Targets, blend_weights, make_targets
 from .checks import whole_number
 from .checkpoint import load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
@@ -88,11 +88,14 @@ def prepare(
     seed: int = 0,
     weights: str | os.PathLike | Mapping | None = None,
     learning_rate: float = OptimizerConfig().learning_rate,
+    style_blend_weights: Sequence[float] | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
 
     Raises OptionError, ImageError or WeightsError before any optimisation starts.
-    The options are those of ``stylize``.
+    The options are those of ``stylize``; ``shape=(height, width)`` fixes the output's
+    exact size instead (``size`` then only scales the style images).
     """
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
@@ -100,18 +103,28 @@ def prepare(
     layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate))
 
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    blend = blend_weights(style_blend_weights, len(styles))
     content_pil = load_image(content, "content image")
-    style_pil = load_image(style, "style image")
-    content_arr = to_array(content_pil, fit_size(*content_pil.size, size))
-    style_arr = to_array(style_pil, fit_size(*style_pil.size, size))
+    if shape is None:
+        content_arr = to_array(content_pil, fit_size(*content_pil.size, size))
+    else:
+        h, w = (whole_number(v, "output shape", minimum=1) for v in shape)
+        content_arr = to_array(content_pil, (w, h))
+    named = [("content image", content_arr)]
+    for i, s in enumerate(styles):
+        what = "style image" if len(styles) == 1 else f"style image {i + 1}"
+        pil = load_image(s, what)
+        named.append((what, to_array(pil, fit_size(*pil.size, size))))
     needed = min_image_side(layers.content + layers.style)
-    for what, arr in (("content", content_arr), ("style", style_arr)):
+    for what, arr in named:
         if min(arr.shape[:2]) < needed:
             raise ImageError(
-                f"the {what} image is {arr.shape[1]}×{arr.shape[0]} px after resizing; the chosen "
+                f"the {what} is {arr.shape[1]}×{arr.shape[0]} px after resizing; the chosen "
                 f"layers need at least {needed} px on each side: raise size or use shallower layers"
             )
-    x0 = _initial_image(init, content_arr, style_arr, seed)
+    style_arrs = [arr for _, arr in named[1:]]
+    x0 = _initial_image(init, content_arr, style_arrs[0], seed)
     if isinstance(style_weight, str):
         if style_weight != "auto":
             raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
@@ -120,9 +133,9 @@ def prepare(
     params = weights if isinstance(weights, Mapping) else load_weights(weights)
     params = add_backward_kernels(jax.tree.map(jnp.asarray, params))
     targets = make_targets(
-        params, content_arr, style_arr, layers,
+        params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_layer_weights=style_layer_weights,
+        style_layer_weights=style_layer_weights, style_blend_weights=blend,
     )  # fmt: skip
     return StyleProblem(StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations))
 
@@ -163,7 +176,9 @@ def stylize(
     """Paint ``content`` in the style of ``style`` (Gatys, Ecker & Bethge, 2016).
 
     ``content``/``style``/``init`` accept a path, a PIL image or an H×W×3 array
-    (uint8, or float in [0, 1]). Options (defaults in ``DEFAULTS``):
+    (uint8, or float in [0, 1]). ``style`` may be a list of images: their style targets
+    blend, A_l = Σ b_i A_l^(i), with ``style_blend_weights`` b (normalised; default
+    equal). Options (defaults in ``DEFAULTS``):
 
     - ``size``: the output's longer side in px (the content's aspect ratio is kept);
       the style image is resized to the same longer side.

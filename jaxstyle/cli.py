@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from .errors import JaxstyleError, OptionError
 
@@ -47,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("stylize", help="paint a content image in the style of another")
     p.add_argument("content", help="content image (photo)")
-    p.add_argument("style", help="style image (painting)")
-    p.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, ...)")
+    p.add_argument("styles", nargs="+", metavar="STYLE",
+                   help="style image (painting); several are blended, or with --batch each gets its own output")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image path (.png, .jpg, ...); with --batch and several styles, a pattern with {style} or {index}")
+    p.add_argument("--batch", action="store_true",
+                   help="one output per style, all computed as one vmapped program over the available devices")
+    p.add_argument("--style-blend-weights", type=_float_list, default=None,
+                   help="comma-separated, one per style image when they blend (default equal)")
     p.add_argument("--size", type=int, default=DEFAULTS["size"], help="longer side of the output in px (default %(default)s)")
     p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="optimizer iterations (default %(default)s)")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=DEFAULTS["optimizer"])
@@ -94,8 +104,6 @@ def _enable_compilation_cache() -> None:
 def _stylize(args) -> int:
     from tqdm import tqdm
 
-    import numpy as np
-
     from .api import prepare, solve
     from .checkpoint import problem_fingerprint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
@@ -105,27 +113,18 @@ def _stylize(args) -> int:
         raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
     if args.checkpoint_every < 1:
         raise OptionError(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
+    inputs = (args.content, *args.styles) + ((args.init,) if Path(args.init).exists() else ())
+    if args.batch:
+        return _stylize_batch(args, inputs)
     output = Path(args.output)
-    inputs = (args.content, args.style) + ((args.init,) if Path(args.init).exists() else ())
     check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
     checkpoint = args.checkpoint or args.resume  # a resumed run keeps its checkpoint going
     if checkpoint and Path(checkpoint).resolve() in {Path(p).resolve() for p in (*inputs, output)}:
         raise OptionError(f"checkpoint {checkpoint} is an input or the output; choose another path")
     _enable_compilation_cache()
-    problem = prepare(
-        args.content, args.style, size=args.size, iterations=args.iterations,
-        optimizer=args.optimizer, learning_rate=args.learning_rate,
-        content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, content_layers=args.content_layers,
-        style_layers=args.style_layers, style_layer_weights=args.style_layer_weights,
-        pooling=args.pooling, init=args.init, seed=args.seed, weights=args.weights,
-    )  # fmt: skip
+    problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **_options(args))
     if not args.quiet:
-        h, w, _ = problem.init_image.shape
-        t = problem.targets
-        print(f"{w}×{h} px, {args.optimizer}, α={float(t.content_weight):.4g} "
-              f"β={float(t.style_weight):.4g}{' (auto)' if args.style_weight == 'auto' else ''} "
-              f"γ={float(t.tv_weight):.4g}", file=sys.stderr)  # fmt: skip
+        _describe(args, problem.init_image.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
     bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
     latest = None  # (iteration, host copy of the image): what Ctrl-C saves
@@ -138,21 +137,24 @@ def _stylize(args) -> int:
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
             step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
             save_image(to_pil(latest[1]), step_path, inputs)
-        if checkpoint and (p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations):
+        due = p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations
+        if checkpoint and (due or interrupt):  # the state is valid now, during the call
             save_checkpoint(checkpoint, p.state, p.iteration, fingerprint)
+        if interrupt:
+            raise _Interrupted
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks() as interrupt:
             warnings.simplefilter("always", NonFiniteLossWarning)
             image = solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)
-    except KeyboardInterrupt:
+    except (_Interrupted, KeyboardInterrupt):
         bar.close()
         if latest is None:
             print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
         else:
             save_image(to_pil(latest[1]), output, inputs)
-            hint = f"; continue with --resume {checkpoint}" if checkpoint else ""
+            hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
             print(f"jaxstyle: interrupted at iteration {latest[0]}; saved {output}{hint}", file=sys.stderr)
         return 130
     finally:
@@ -161,6 +163,121 @@ def _stylize(args) -> int:
         print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
     save_image(image, output, inputs)
     print(f"saved {output}", file=sys.stderr)
+    return 0
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, taken at the end of a chunk."""
+
+
+@contextlib.contextmanager
+def _interrupt_between_chunks():
+    """Turn the first Ctrl-C into a request that the progress callback acts on.
+
+    A KeyboardInterrupt raised at an arbitrary point could land inside JAX's dispatch
+    (with buffers half donated); a flag checked between chunks stops cleanly. A second
+    Ctrl-C interrupts at once, as usual.
+    """
+    requested = []
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield requested
+        return
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _options(args) -> dict:
+    """The options of ``prepare`` that the CLI sets."""
+    return dict(
+        size=args.size, iterations=args.iterations, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        content_layers=args.content_layers, style_layers=args.style_layers,
+        style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
+        weights=args.weights,
+    )  # fmt: skip
+
+
+def _describe(args, shape, targets) -> None:
+    h, w = shape[-3:-1]
+    beta = np.unique(np.asarray(targets.style_weight))
+    print(f"{w}×{h} px, {args.optimizer}, α={float(np.max(targets.content_weight)):.4g} "
+          f"β={', '.join(f'{b:.4g}' for b in beta)}{' (auto)' if args.style_weight == 'auto' else ''} "
+          f"γ={float(np.max(targets.tv_weight)):.4g}", file=sys.stderr)  # fmt: skip
+
+
+def _batch_outputs(pattern: str, styles: list[str]) -> list[Path]:
+    if len(styles) == 1:
+        return [Path(pattern.format(style=Path(styles[0]).stem, index=0))]
+    if "{style}" not in pattern and "{index}" not in pattern:
+        raise OptionError(f"with --batch and {len(styles)} styles, -o needs {{style}} or {{index}} in it, e.g. out_{{style}}.png")
+    try:
+        outputs = [Path(pattern.format(style=Path(s).stem, index=i)) for i, s in enumerate(styles)]
+    except (KeyError, IndexError, ValueError) as e:
+        raise OptionError(f"-o {pattern!r}: only {{style}} and {{index}} may appear in braces ({e})") from None
+    if len(set(outputs)) != len(outputs):
+        raise OptionError(f"-o {pattern!r} gives two styles the same output name; use {{index}}")
+    return outputs
+
+
+def _stylize_batch(args, inputs) -> int:
+    from tqdm import tqdm
+
+    from .batch import prepare_batch, solve_batch
+    from .images import check_output_path, save_image, to_pil
+    from .optimize import NonFiniteLossWarning
+
+    for flag, value in (("--checkpoint", args.checkpoint), ("--resume", args.resume),
+                        ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights)):  # fmt: skip
+        if value:
+            raise OptionError(f"--batch does not take {flag} (yet); run the styles one by one for that")
+    outputs = _batch_outputs(args.output, args.styles)
+    for output in outputs:
+        check_output_path(output, inputs)
+    _enable_compilation_cache()
+    batch = prepare_batch(args.content, args.styles, **_options(args))
+    if not args.quiet:
+        _describe(args, batch.init_images.shape, batch.targets)
+    bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
+    latest = None
+
+    def progress(p):
+        nonlocal latest
+        latest = (p.iteration, np.asarray(p.images))
+        bar.update(p.iteration - bar.n)
+        bar.set_postfix(loss=f"{np.nanmax(p.losses):.4g}")
+        if interrupt:
+            raise _Interrupted
+
+    try:
+        with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks() as interrupt:
+            warnings.simplefilter("always", NonFiniteLossWarning)
+            images = solve_batch(batch, callback=progress)
+    except (_Interrupted, KeyboardInterrupt):
+        bar.close()
+        if latest is None:
+            print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
+        else:
+            for image, output in zip(latest[1], outputs):
+                save_image(to_pil(image), output, inputs)
+            print(f"jaxstyle: interrupted at iteration {latest[0]}; saved {len(outputs)} images", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    for w in caught:
+        print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
+    for image, output in zip(images, outputs):
+        save_image(image, output, inputs)
+        print(f"saved {output}", file=sys.stderr)
     return 0
 
 

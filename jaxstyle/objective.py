@@ -77,28 +77,53 @@ def _content_features(params, content_image, layers: LossLayers):
 def make_targets(
     params: Mapping,
     content_image: jax.Array,
-    style_image: jax.Array,
+    style_image: jax.Array | Sequence[jax.Array],
     layers: LossLayers,
     *,
     content_weight: float,
     style_weight: float,
     tv_weight: float,
     style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
+    style_blend_weights: Sequence[float] | None = None,
 ) -> Targets:
-    """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5)."""
+    """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5).
+
+    ``style_image`` may be a list of images: then A_l = Σ_i b_i A_l^(i), with the
+    ``style_blend_weights`` b normalised to sum to 1 (default: equal).
+    """
     content_weight = finite_number(content_weight, "content weight")
     style_weight = finite_number(style_weight, "style weight")
     tv_weight = finite_number(tv_weight, "tv weight")
     weights = _layer_weights(layers.style, style_layer_weights)
     content_image = jnp.asarray(content_image, jnp.float32)
-    style_image = jnp.asarray(style_image, jnp.float32)
+    styles = [style_image] if getattr(style_image, "ndim", None) == 3 else list(style_image)
+    blend = blend_weights(style_blend_weights, len(styles))
     content = _content_features(params, content_image, layers) if layers.content else {}
-    grams = _style_grams(params, style_image, layers, content_image.shape) if layers.style else {}
+    grams = {}
+    for b, style in zip(blend, styles):
+        if layers.style and b > 0:
+            these = _style_grams(params, jnp.asarray(style, jnp.float32), layers, content_image.shape)
+            grams = {k: grams.get(k, 0.0) + b * g for k, g in these.items()}
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return Targets(
         content, grams, {k: f32(v) for k, v in weights.items()},
         f32(content_weight), f32(style_weight), f32(tv_weight),
     )  # fmt: skip
+
+
+def blend_weights(given: Sequence[float] | None, count: int) -> list[float]:
+    """Style blend weights, each finite and ≥ 0, normalised to sum to 1 (default equal)."""
+    if count < 1:
+        raise OptionError("give at least one style image")
+    if given is None:
+        return [1.0 / count] * count
+    given = list(given)
+    if len(given) != count:
+        raise OptionError(f"{len(given)} style blend weights for {count} style images; give one each")
+    weights = [finite_number(w, "style blend weight") for w in given]
+    if sum(weights) <= 0:
+        raise OptionError("style blend weights must not all be 0")
+    return [w / sum(weights) for w in weights]
 
 
 def _layer_weights(style_layers, given) -> dict[str, float]:

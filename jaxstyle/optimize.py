@@ -127,15 +127,8 @@ class ChunkResult(NamedTuple):
     ran: jax.Array  # iterations run: n, or fewer if the loss stopped being finite
 
 
-@functools.partial(
-    jax.jit, static_argnames=("loss_fn", "config", "chunk_size"), donate_argnames=("state",)
-)
-def run_chunk(state: RunState, n: jax.Array, loss_args: Any, *, loss_fn, config, chunk_size: int):
-    """Run up to ``n`` (≤ chunk_size, traced: no recompile) iterations of ``loss_fn(image, *loss_args)``.
-
-    Stops early, inside XLA, at the first iteration whose loss is NaN or infinite or
-    whose step would make a pixel so; that step is not taken. Returns (state, ChunkResult).
-    """
+def _chunk(state: RunState, n: jax.Array, loss_args: Any, loss_fn, config, chunk_size: int):
+    """The body of ``run_chunk`` (below), unjitted so that it can be vmapped too."""
 
     def keep_going(carry):
         i, _, _, _, finite = carry
@@ -155,6 +148,35 @@ def run_chunk(state: RunState, n: jax.Array, loss_args: Any, *, loss_fn, config,
     init = (jnp.int32(0), state, losses, state.image, jnp.bool_(True))
     ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
     return state, ChunkResult(losses, last_finite, ran)
+
+
+_STATIC = ("loss_fn", "config", "chunk_size")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("state",))
+def run_chunk(state: RunState, n: jax.Array, loss_args: Any, *, loss_fn, config, chunk_size: int):
+    """Run up to ``n`` (≤ chunk_size, traced: no recompile) iterations of ``loss_fn(image, *loss_args)``.
+
+    Stops early, inside XLA, at the first iteration whose loss is NaN or infinite or
+    whose step would make a pixel so; that step is not taken. Returns (state, ChunkResult).
+    """
+    return _chunk(state, n, loss_args, loss_fn, config, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("state",))
+def run_chunk_batched(state, n, shared_args, batched_args, *, loss_fn, config, chunk_size: int):
+    """``run_chunk`` vmapped over a leading batch axis of ``state`` and ``batched_args``.
+
+    ``loss_fn(image, *shared_args, *batched_args)``. Under vmap each ``while_loop`` (the
+    chunk's own and L-BFGS's line search) runs until every member is done, and a member
+    that is done keeps its carry unchanged: each member follows exactly the iterates it
+    would follow alone, in lockstep with the others.
+    """
+
+    def one(state, args):
+        return _chunk(state, n, (*shared_args, *args), loss_fn, config, chunk_size)
+
+    return jax.vmap(one)(state, batched_args)
 
 
 class NonFiniteLossWarning(RuntimeWarning):

@@ -5,7 +5,7 @@ import pytest
 import reference
 from conftest import smooth_image
 
-from jaxstyle import content_loss, gram_matrix, style_layer_loss, style_loss, total_loss, total_variation
+from jaxstyle import OptionError, content_loss, gram_matrix, style_layer_loss, style_loss, total_loss, total_variation
 from jaxstyle.objective import LossLayers, loss_terms, make_targets
 from jaxstyle.optimize import box
 
@@ -65,6 +65,24 @@ def test_targets_against_numpy_for_style_of_another_size(random_params, rng):
         want = reference.gram(f) * m_out / (f.shape[0] * f.shape[1])
         np.testing.assert_allclose(np.asarray(t.style_grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
     assert t.style_layer_weights == {"relu1_1": 0.5, "relu2_1": 0.5}
+
+
+def test_blended_style_targets_are_the_weighted_grams(random_params, rng):
+    # jcjohnson's -style_blend_weights: A_l = Σ b_i A_l^(i), b normalised to sum 1.
+    layers = LossLayers(content=("relu1_1",), style=("relu1_1", "relu2_1"))
+    content, a, b = smooth_image(rng, 16, 16), smooth_image(rng, 16, 16), smooth_image(rng, 24, 20)
+    t = make_targets(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
+                     style_blend_weights=[7, 3])  # fmt: skip
+    get_conv = lambda b_, c: (random_params[f"conv{b_}_{c}"]["kernel"], random_params[f"conv{b_}_{c}"]["bias"])
+    fa, fb = (reference.vgg_features(get_conv, x, ("relu1_1", "relu2_1")) for x in (a, b))
+    for name, m_out in (("relu1_1", 16 * 16), ("relu2_1", 8 * 8)):
+        ga, gb = (reference.gram(f[name]) * m_out / (f[name].shape[0] * f[name].shape[1]) for f in (fa, fb))
+        want = 0.7 * ga + 0.3 * gb
+        np.testing.assert_allclose(np.asarray(t.style_grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
+    for bad, message in [([1.0], "1 style blend weights for 2"), ([0, 0], "not all be 0"), ([1, -1], "finite number")]:
+        with pytest.raises(OptionError, match=message):
+            make_targets(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
+                         style_blend_weights=bad)  # fmt: skip
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])

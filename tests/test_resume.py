@@ -80,7 +80,12 @@ def test_ctrl_c_saves_the_last_image_and_exits_130(random_weights_file, image_fi
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxstyle: interrupted at iteration "), err
-    assert f"--resume {ckpt}" in lines[0]
+    assert f"and checkpoint {ckpt}; continue with --resume {ckpt}" in lines[0]
+    # The checkpoint was written at the interrupt, not only every 10 iterations.
+    stopped_at = int(lines[0].split("interrupted at iteration ")[1].split(";")[0])
+    from flax import serialization
+
+    assert serialization.msgpack_restore(ckpt.read_bytes())["iteration"] == stopped_at
     image = Image.open(out)
     assert image.size == (32, 27) and image.mode == "RGB"
     before = np.asarray(Image.open(content).convert("RGB").resize(image.size, Image.Resampling.LANCZOS), int)

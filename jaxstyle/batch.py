@@ -1,0 +1,195 @@
+"""Many stylizations as one compiled program: vmapped over a batch, sharded over devices.
+
+    stylize_batch(content, [style_a, style_b, ...])        one content × K styles
+    stylize_batch([content_a, content_b, ...], style)      K contents × one style
+    stylize_batch([content_a, ...], [style_a, ...])        K pairs
+    stylize_batch(content, style, sweep={"style_weight": [1e2, 1e3, 1e4]})   one option, K values
+
+Every item gets the output shape of the first content (the others are resized to it,
+aspect ratio not kept), so that the batch is one array and one program. The targets
+of each item are computed on their own, stacked, and the optimisation loop is
+``run_chunk`` vmapped over the batch, the batch axis sharded over the devices of a
+one-axis mesh (padded to a multiple of the device count with copies of the last item,
+dropped at the end). Nothing here names a platform: CPU, GPU and TPU run the same code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from .api import prepare
+from .errors import OptionError
+from .images import ImageLike, to_pil
+from .objective import StyleObjective, Targets
+from .optimize import NonFiniteLossWarning, OptimizerConfig, check_optimizer, init_state, run_chunk_batched
+from .weights import load_weights
+
+#: Options a sweep may vary: they live in the targets, so one program serves every value.
+SWEEPABLE = ("content_weight", "style_weight", "tv_weight", "seed")
+
+
+class StyleBatch(NamedTuple):
+    """A batch of problems sharing layers, optimizer, iterations and output shape."""
+
+    objective: StyleObjective
+    params: dict
+    targets: Targets  # every leaf with a leading batch axis
+    init_images: jax.Array  # (B, H, W, 3) in [0, 1]
+    optimizer: OptimizerConfig
+    iterations: int
+
+
+class BatchProgress(NamedTuple):
+    """What a batch progress callback receives between chunks."""
+
+    iteration: int  # iterations done so far
+    iterations: int  # iterations asked for
+    losses: np.ndarray  # (B,) each item's loss at the start of its last iteration
+    images: jax.Array  # (B, H, W, 3), valid during the call only
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: dict) -> list[tuple]:
+    contents, styles = _as_list(contents), _as_list(styles)
+    if not contents or not styles:
+        raise OptionError("give at least one content and one style image")
+    if sweep:
+        if len(contents) != 1 or len(styles) != 1:
+            raise OptionError("a sweep takes one content and one style image")
+        unknown = set(sweep) - set(SWEEPABLE)
+        if unknown:
+            raise OptionError(f"cannot sweep {sorted(unknown)}; a sweep varies one of {', '.join(SWEEPABLE)}")
+        lengths = {len(_as_list(v)) for v in sweep.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            raise OptionError("every swept option needs the same number (≥ 1) of values")
+        (k,) = lengths
+        return [(contents[0], styles[0], {**options, **{key: _as_list(v)[i] for key, v in sweep.items()}}) for i in range(k)]
+    if len(contents) == 1:
+        contents = contents * len(styles)
+    elif len(styles) == 1:
+        styles = styles * len(contents)
+    elif len(contents) != len(styles):
+        raise OptionError(
+            f"got {len(contents)} content and {len(styles)} style images: give one content and K styles, "
+            "K contents and one style, or K of each (taken as pairs)"
+        )
+    return [(c, s, options) for c, s in zip(contents, styles)]
+
+
+def prepare_batch(contents, styles, *, sweep: Mapping[str, Sequence] | None = None, **options) -> StyleBatch:
+    """Check everything and compute each item's targets; the options are ``stylize``'s."""
+    weights = options.pop("weights", None)
+    params = weights if isinstance(weights, Mapping) else load_weights(weights)
+    items = _items(contents, styles, sweep, options)
+    problems = [prepare(items[0][0], items[0][1], weights=params, **items[0][2])]
+    shape = tuple(problems[0].init_image.shape[:2])
+    problems += [prepare(c, s, weights=params, **{**o, "shape": shape}) for c, s, o in items[1:]]
+    stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
+    first = problems[0]
+    return StyleBatch(
+        first.objective, first.params, jax.tree.map(stack, *[p.targets for p in problems]),
+        jnp.stack([p.init_image for p in problems]), first.optimizer, first.iterations,
+    )  # fmt: skip
+
+
+def _pad(tree: Any, total: int) -> Any:
+    """Repeat each leaf's last item along axis 0 up to ``total`` items."""
+
+    def pad(a):
+        extra = total - a.shape[0]
+        return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+    return jax.tree.map(pad, tree)
+
+
+def minimize_batch(
+    batch: StyleBatch,
+    *,
+    chunk_size: int = 10,
+    callback: Callable[[BatchProgress], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> tuple[np.ndarray, list[list[float]]]:
+    """Run every item of ``batch``; returns the (B, H, W, 3) images and each item's losses.
+
+    An item whose loss becomes non-finite stops alone (its last finite image is kept,
+    with a ``NonFiniteLossWarning``); the others go on.
+    """
+    config = check_optimizer(batch.optimizer)
+    if chunk_size < 1:
+        raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
+    count = batch.init_images.shape[0]
+    devices = list(devices) if devices is not None else jax.devices()
+    total = -(-count // len(devices)) * len(devices)
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    along, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+
+    images = _pad(batch.init_images, total)
+    state = jax.device_put(jax.vmap(lambda x: init_state(x, config))(images), along)
+    targets = jax.device_put(_pad(batch.targets, total), along)
+    params = jax.device_put(batch.params, whole)
+
+    history: list[list[float]] = [[] for _ in range(count)]
+    stopped: dict[int, np.ndarray] = {}  # item -> its last finite image
+    done = 0
+    while done < batch.iterations:
+        n = min(chunk_size - done % chunk_size, batch.iterations - done)
+        state, result = run_chunk_batched(
+            state, jnp.int32(n), (params,), (targets,), loss_fn=batch.objective, config=config, chunk_size=chunk_size
+        )
+        ran, losses = np.asarray(result.ran), np.asarray(result.losses)
+        for i in range(count):
+            if i not in stopped:
+                history[i].extend(float(v) for v in losses[i, : ran[i]])
+                if ran[i] < n:
+                    stopped[i] = np.asarray(result.last_finite[i])
+        done += n
+        if callback is not None:
+            last = np.array([h[-1] if h else np.nan for h in history], np.float32)
+            callback(BatchProgress(done, batch.iterations, last, state.image[:count]))
+    final = np.array(state.image[:count])
+    for i, image in stopped.items():
+        final[i] = image
+    if stopped:
+        warnings.warn(
+            f"the loss became NaN or infinite for item(s) {sorted(stopped)}; they stopped there and keep "
+            "their last image with a finite loss: lower the learning rate or the loss weights",
+            NonFiniteLossWarning,
+            stacklevel=2,
+        )
+    return final, history
+
+
+def solve_batch(batch: StyleBatch, *, callback=None, chunk_size: int = 10, devices=None) -> list[Image.Image]:
+    images, _ = minimize_batch(batch, chunk_size=chunk_size, callback=callback, devices=devices)
+    return [to_pil(image) for image in images]
+
+
+def stylize_batch(
+    contents: ImageLike | Sequence[ImageLike],
+    styles: ImageLike | Sequence[ImageLike],
+    *,
+    sweep: Mapping[str, Sequence] | None = None,
+    callback: Callable[[BatchProgress], None] | None = None,
+    chunk_size: int = 10,
+    devices: Sequence[jax.Device] | None = None,
+    **options,
+) -> list[Image.Image]:
+    """Stylize many items as one vmapped, sharded program; the options are ``stylize``'s.
+
+    One content × K styles, K contents × one style, K (content, style) pairs, or one
+    pair with ``sweep={option: [K values]}`` for an option in ``SWEEPABLE``. Returns
+    the K images in order, each what ``stylize`` gives for that item alone (equal up
+    to float rounding: the batched convolutions may sum in another order).
+    """
+    batch = prepare_batch(contents, styles, sweep=sweep, **options)
+    return solve_batch(batch, callback=callback, chunk_size=chunk_size, devices=devices)
