@@ -89,6 +89,7 @@ def prepare(
     weights: str | os.PathLike | Mapping | None = None,
     learning_rate: float = OptimizerConfig().learning_rate,
     style_blend_weights: Sequence[float] | None = None,
+    linesearch: str = OptimizerConfig().linesearch,
     shape: tuple[int, int] | None = None,
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
@@ -101,7 +102,7 @@ def prepare(
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
     layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
-    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate))
+    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch))
 
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     blend = blend_weights(style_blend_weights, len(styles))
@@ -182,7 +183,8 @@ def stylize(
 
     - ``size``: the output's longer side in px (the content's aspect ratio is kept);
       the style image is resized to the same longer side.
-    - ``iterations``, ``optimizer`` ("lbfgs" or "adam"), ``learning_rate`` (Adam's).
+    - ``iterations``, ``optimizer`` ("lbfgs" or "adam"), ``learning_rate`` (Adam's),
+      ``linesearch`` (L-BFGS's: "zoom" or "backtracking").
     - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ. ``style_weight="auto"``
       is ``auto_style_weight(H, W)``: α/β = 1e-3 at 512×512, the same balance at any size.
     - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each),

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=DEFAULTS["size"], help="longer side of the output in px (default %(default)s)")
     p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="optimizer iterations (default %(default)s)")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=DEFAULTS["optimizer"])
+    p.add_argument("--linesearch", choices=("zoom", "backtracking"), default="zoom",
+                   help="L-BFGS line search (default %(default)s; backtracking is cheaper in --batch)")
     p.add_argument("--learning-rate", type=float, default=0.02, help="Adam step size, pixels in [0,1] (default %(default)s)")
     p.add_argument("--content-weight", type=float, default=DEFAULTS["content_weight"], help="alpha (default %(default)s)")
     p.add_argument("--style-weight", type=_style_weight, default=DEFAULTS["style_weight"],
@@ -200,6 +202,7 @@ def _options(args) -> dict:
     """The options of ``prepare`` that the CLI sets."""
     return dict(
         size=args.size, iterations=args.iterations, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        linesearch=args.linesearch,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,

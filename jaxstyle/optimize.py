@@ -25,6 +25,7 @@ from .checks import finite_number, whole_number
 from .errors import OptionError
 
 OPTIMIZERS = ("lbfgs", "adam")
+LINESEARCHES = ("zoom", "backtracking")
 
 
 class OptimizerConfig(NamedTuple):
@@ -34,17 +35,22 @@ class OptimizerConfig(NamedTuple):
     ignores it (its zoom line search picks the step).
     ``memory_size``: how many past steps L-BFGS remembers.
     ``max_linesearch_steps``: the most evaluations one L-BFGS line search may make.
+    ``linesearch``: "zoom" (strong Wolfe conditions, the default) or "backtracking"
+    (Armijo only; under vmap it costs fewer evaluations, see ``run_chunk_batched``).
     """
 
     name: str = "lbfgs"
     learning_rate: float = 0.02
     memory_size: int = 20
     max_linesearch_steps: int = 20
+    linesearch: str = "zoom"
 
 
 def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
     if config.name not in OPTIMIZERS:
         raise OptionError(f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if config.linesearch not in LINESEARCHES:
+        raise OptionError(f"unknown line search {config.linesearch!r}; choose one of {', '.join(LINESEARCHES)}")
     return config._replace(
         learning_rate=finite_number(config.learning_rate, "learning rate", positive=True),
         memory_size=whole_number(config.memory_size, "L-BFGS memory size", minimum=1),
@@ -55,12 +61,15 @@ def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformationExtraArgs:
     if config.name == "adam":
         return optax.adam(config.learning_rate)
-    return optax.lbfgs(
-        memory_size=config.memory_size,
-        linesearch=optax.scale_by_zoom_linesearch(
+    if config.linesearch == "backtracking":
+        linesearch = optax.scale_by_backtracking_linesearch(
+            max_backtracking_steps=config.max_linesearch_steps, store_grad=True
+        )
+    else:
+        linesearch = optax.scale_by_zoom_linesearch(
             max_linesearch_steps=config.max_linesearch_steps, initial_guess_strategy="one"
-        ),
-    )
+        )
+    return optax.lbfgs(memory_size=config.memory_size, linesearch=linesearch)
 
 
 @jax.custom_vjp
@@ -107,8 +116,11 @@ def step(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, sta
     fn = lambda x: loss_fn(box(x))  # noqa: E731
     x = state.image
     if config.name == "lbfgs":
-        # Reuses the value and gradient the line search computed at this point.
-        value, grad = optax.value_and_grad_from_state(fn)(x, state=state.opt_state)
+        # The value and gradient at x are in the state: the line search computed them
+        # (or ``with_value_and_grad`` did, at a chunk's start). Read directly, not through
+        # optax.value_and_grad_from_state, whose lax.cond would evaluate both branches,
+        # one more value+grad per iteration, under vmap.
+        value, grad = optax.tree.get(state.opt_state, "value"), optax.tree.get(state.opt_state, "grad")
         updates, opt_state = optimizer.update(
             grad, state.opt_state, x, value=value, grad=grad, value_fn=fn
         )
@@ -117,6 +129,19 @@ def step(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, sta
         updates, opt_state = optimizer.update(grad, state.opt_state, x)
     x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
     return RunState(x, opt_state), value
+
+
+def with_value_and_grad(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, state: RunState) -> RunState:
+    """For L-BFGS, make sure the state holds the loss and gradient at its image.
+
+    After ``init_state`` (or a restore) the state holds none yet; afterwards the line
+    search keeps them, and this costs nothing outside vmap (under vmap, one evaluation).
+    """
+    if config.name != "lbfgs":
+        return state
+    fn = lambda x: loss_fn(box(x))  # noqa: E731
+    value, grad = optax.value_and_grad_from_state(fn)(state.image, state=state.opt_state)
+    return state._replace(opt_state=optax.tree.set(state.opt_state, value=value, grad=grad))
 
 
 class ChunkResult(NamedTuple):
@@ -144,6 +169,7 @@ def _chunk(state: RunState, n: jax.Array, loss_args: Any, loss_fn, config, chunk
         last_finite = jnp.where(loss_finite, old.image, last_finite)
         return i + ok.astype(i.dtype), state, losses.at[i].set(value), last_finite, ok
 
+    state = with_value_and_grad(lambda x: loss_fn(x, *loss_args), config, state)
     losses = jnp.full((chunk_size,), jnp.nan, jnp.float32)
     init = (jnp.int32(0), state, losses, state.image, jnp.bool_(True))
     ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
@@ -170,7 +196,9 @@ def run_chunk_batched(state, n, shared_args, batched_args, *, loss_fn, config, c
     ``loss_fn(image, *shared_args, *batched_args)``. Under vmap each ``while_loop`` (the
     chunk's own and L-BFGS's line search) runs until every member is done, and a member
     that is done keeps its carry unchanged: each member follows exactly the iterates it
-    would follow alone, in lockstep with the others.
+    would follow alone, in lockstep with the others. The price is L-BFGS's: every
+    line-search step costs the batch's slowest member's count, and ``lax.cond`` inside
+    optax's line searches evaluates both branches (zoom: two value+grads a step).
     """
 
     def one(state, args):

@@ -73,6 +73,7 @@ def test_images_too_small_for_the_layers(random_weights_file, image_files):
         (dict(size=0), "size"),
         (dict(iterations=-3), "iterations"),
         (dict(optimizer="sgd"), "unknown optimizer"),
+        (dict(linesearch="wolfe"), "unknown line search 'wolfe'"),
         (dict(style_layers=("relu1_1", "relu6_1")), "relu6_1"),
         (dict(content_weight=-1.0), "content weight"),
         (dict(style_weight=float("inf")), "finite number"),

@@ -30,10 +30,10 @@ def _max_diff(a, b):
     return int(np.abs(np.asarray(a, int) - np.asarray(b, int)).max())
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
-def test_one_content_many_styles_equals_separate_runs(random_params, rng, optimizer):
+@pytest.mark.parametrize("optimizer, linesearch", [("adam", "zoom"), ("lbfgs", "zoom"), ("lbfgs", "backtracking")])
+def test_one_content_many_styles_equals_separate_runs(random_params, rng, optimizer, linesearch):
     content, styles = _images(rng, 1)[0], _images(rng, 3, 30, 30)
-    options = dict(FAST, optimizer=optimizer, weights=random_params)
+    options = dict(FAST, optimizer=optimizer, linesearch=linesearch, weights=random_params)
     batched = stylize_batch(content, styles, **options)
     alone = [jaxstyle.stylize(content, style, **options) for style in styles]
     # Stated tolerance: one level of 255 (batched convolutions may sum in another order).
