@@ -13,7 +13,8 @@ from PIL import Image
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
 from .objective import LossLayers, StyleObjective, Targets, blend_weights, make_targets
-from .checks import whole_number
+from . import color
+from .checks import finite_number, whole_number
 from .checkpoint import load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
 from .vgg import add_backward_kernels, min_image_side
@@ -68,6 +69,15 @@ class StyleProblem(NamedTuple):
     init_image: jax.Array  # H×W×3 in [0, 1], the output's size
     optimizer: OptimizerConfig
     iterations: int
+    preserve_color: str | None = None  # "luminance"/"swap": solve puts back the content's chroma
+    content_image: np.ndarray | None = None  # H×W×3, the content in colour
+
+
+def _finish(image: np.ndarray, preserve_color: str | None, content: np.ndarray | None) -> np.ndarray:
+    """The optimised image as the user gets it: with the content's chroma if asked."""
+    if preserve_color in ("luminance", "swap"):
+        return color.with_content_chroma(image, content)
+    return image
 
 
 def prepare(
@@ -90,6 +100,8 @@ def prepare(
     learning_rate: float = OptimizerConfig().learning_rate,
     style_blend_weights: Sequence[float] | None = None,
     linesearch: str = OptimizerConfig().linesearch,
+    preserve_color: str | None = None,
+    style_scale: float = 1.0,
     shape: tuple[int, int] | None = None,
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
@@ -104,6 +116,9 @@ def prepare(
     layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch))
 
+    if preserve_color is not None and preserve_color not in color.MODES:
+        raise OptionError(f"preserve_color must be None or one of {', '.join(color.MODES)}, got {preserve_color!r}")
+    style_size = max(1, round(size * finite_number(style_scale, "style scale", positive=True)))
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     blend = blend_weights(style_blend_weights, len(styles))
     content_pil = load_image(content, "content image")
@@ -116,7 +131,7 @@ def prepare(
     for i, s in enumerate(styles):
         what = "style image" if len(styles) == 1 else f"style image {i + 1}"
         pil = load_image(s, what)
-        named.append((what, to_array(pil, fit_size(*pil.size, size))))
+        named.append((what, to_array(pil, fit_size(*pil.size, style_size))))
     needed = min_image_side(layers.content + layers.style)
     for what, arr in named:
         if min(arr.shape[:2]) < needed:
@@ -125,6 +140,12 @@ def prepare(
                 f"layers need at least {needed} px on each side: raise size or use shallower layers"
             )
     style_arrs = [arr for _, arr in named[1:]]
+    color_content = content_arr
+    if preserve_color == "histogram":
+        style_arrs = [color.match_color_statistics(s, content_arr) for s in style_arrs]
+    elif preserve_color == "luminance":
+        style_arrs = [color.match_luminance(s, content_arr) for s in style_arrs]
+        content_arr = color.grey(content_arr)
     x0 = _initial_image(init, content_arr, style_arrs[0], seed)
     if isinstance(style_weight, str):
         if style_weight != "auto":
@@ -138,7 +159,10 @@ def prepare(
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         style_layer_weights=style_layer_weights, style_blend_weights=blend,
     )  # fmt: skip
-    return StyleProblem(StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations))
+    return StyleProblem(
+        StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations),
+        preserve_color, color_content,
+    )  # fmt: skip
 
 
 def solve(
@@ -163,7 +187,7 @@ def solve(
         problem.objective, (problem.params, problem.targets), problem.init_image,
         problem.iterations, problem.optimizer, chunk_size=chunk_size, callback=callback, resume=start,
     )  # fmt: skip
-    return to_pil(np.asarray(image))
+    return to_pil(_finish(np.asarray(image), problem.preserve_color, problem.content_image))
 
 
 def stylize(
@@ -190,6 +214,8 @@ def stylize(
     - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each),
       ``pooling`` ("max" or "avg").
     - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
+    - ``preserve_color``: None, "luminance", "histogram" or "swap" (see ``jaxstyle.color``).
+    - ``style_scale``: the style images' size relative to the output (default 1).
     - ``weights``: a converted weights file, loaded params, or None to locate them
       (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
 

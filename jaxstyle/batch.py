@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from .api import prepare
+from .api import _finish, prepare
 from .errors import OptionError
 from .images import ImageLike, to_pil
 from .objective import StyleObjective, Targets
@@ -44,6 +44,8 @@ class StyleBatch(NamedTuple):
     init_images: jax.Array  # (B, H, W, 3) in [0, 1]
     optimizer: OptimizerConfig
     iterations: int
+    preserve_color: str | None = None
+    content_images: np.ndarray | None = None  # (B, H, W, 3), the contents in colour
 
 
 class BatchProgress(NamedTuple):
@@ -99,6 +101,7 @@ def prepare_batch(contents, styles, *, sweep: Mapping[str, Sequence] | None = No
     return StyleBatch(
         first.objective, first.params, jax.tree.map(stack, *[p.targets for p in problems]),
         jnp.stack([p.init_image for p in problems]), first.optimizer, first.iterations,
+        first.preserve_color, np.stack([p.content_image for p in problems]),
     )  # fmt: skip
 
 
@@ -171,7 +174,8 @@ def minimize_batch(
 
 def solve_batch(batch: StyleBatch, *, callback=None, chunk_size: int = 10, devices=None) -> list[Image.Image]:
     images, _ = minimize_batch(batch, chunk_size=chunk_size, callback=callback, devices=devices)
-    return [to_pil(image) for image in images]
+    contents = batch.content_images if batch.content_images is not None else [None] * len(images)
+    return [to_pil(_finish(image, batch.preserve_color, c)) for image, c in zip(images, contents)]
 
 
 def stylize_batch(

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
     p.add_argument("--style-layer-weights", type=_float_list, default=None, help="comma-separated, one per style layer (default equal, 1/L)")
     p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"])
+    p.add_argument("--preserve-color", choices=("luminance", "histogram", "swap"), default=None,
+                   help="keep the content's colours: transfer luminance only, match the style's colours first, "
+                        "or put the content's chroma back after")
+    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise init (default %(default)s)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
@@ -202,7 +206,7 @@ def _options(args) -> dict:
     """The options of ``prepare`` that the CLI sets."""
     return dict(
         size=args.size, iterations=args.iterations, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        linesearch=args.linesearch,
+        linesearch=args.linesearch, preserve_color=args.preserve_color, style_scale=args.style_scale,
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
