@@ -147,6 +147,8 @@ def prepare(
         style_arrs = [color.match_luminance(s, content_arr) for s in style_arrs]
         content_arr = color.grey(content_arr)
     x0 = _initial_image(init, content_arr, style_arrs[0], seed)
+    if preserve_color == "luminance":
+        x0 = color.grey(x0)  # an image init (a coarser scale's result, say) joins the grey transfer
     if isinstance(style_weight, str):
         if style_weight != "auto":
             raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
@@ -219,7 +221,37 @@ def stylize(
     - ``weights``: a converted weights file, loaded params, or None to locate them
       (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
 
-    ``callback(Progress)`` is called every ``chunk_size`` iterations.
-    Returns the stylized RGB image.
+    - ``scales``: coarse-to-fine, the number of sizes ×√2 apart ending at ``size``
+      (default 1: ``size`` alone); ``iterations`` run at each.
+
+    ``callback(Progress)`` is called every ``chunk_size`` iterations (counting anew at
+    each scale). Returns the stylized RGB image.
     """
+    scales = options.pop("scales", 1)
+    init = coarse_to_fine_init(content, style, scales=scales, callback=callback, chunk_size=chunk_size, **options)
+    if init is not None:
+        options["init"] = init
     return solve(prepare(content, style, **options), callback=callback, chunk_size=chunk_size)
+
+
+def scale_sizes(size: int, scales: int) -> list[int]:
+    """Coarse-to-fine output sizes: ``scales`` of them, ×√2 apart, the last ``size``."""
+    return [max(1, round(size / 2 ** ((scales - 1 - i) / 2))) for i in range(scales)]
+
+
+def coarse_to_fine_init(
+    content: ImageLike, style: ImageLike, *, scales: int = 1, callback=None, chunk_size: int = 10, **options
+) -> Image.Image | None:
+    """Run every scale but the finest; return its result, to initialise the finest.
+
+    Scale k starts from scale k−1's result, upsampled (Lanczos); the style images are
+    resized for each scale as for any size. Returns None when ``scales`` is 1.
+    """
+    scales = whole_number(scales, "scales", minimum=1)
+    size = options.pop("size", DEFAULTS["size"])
+    image = None
+    for coarse in scale_sizes(size, scales)[:-1]:
+        if image is not None:
+            options["init"] = image
+        image = solve(prepare(content, style, size=coarse, **options), callback=callback, chunk_size=chunk_size)
+    return image

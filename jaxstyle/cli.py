@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the content's colours: transfer luminance only, match the style's colours first, "
                         "or put the content's chroma back after")
     p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
+    p.add_argument("--scales", type=int, default=1, metavar="N",
+                   help="coarse to fine: N sizes x√2 apart ending at --size, --iterations at each (default 1)")
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise init (default %(default)s)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
@@ -128,7 +130,10 @@ def _stylize(args) -> int:
     if checkpoint and Path(checkpoint).resolve() in {Path(p).resolve() for p in (*inputs, output)}:
         raise OptionError(f"checkpoint {checkpoint} is an input or the output; choose another path")
     _enable_compilation_cache()
-    problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **_options(args))
+    options = _options(args)
+    if args.scales > 1 and not args.resume:  # a resumed run continues the finest scale
+        options["init"] = _coarse_scales(args, options)
+    problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **options)
     if not args.quiet:
         _describe(args, problem.init_image.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
@@ -200,6 +205,29 @@ def _interrupt_between_chunks():
         yield requested
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _coarse_scales(args, options):
+    from tqdm import tqdm
+
+    from .api import coarse_to_fine_init, scale_sizes
+
+    sizes = scale_sizes(args.size, args.scales)
+    if not args.quiet:
+        print(f"coarse to fine: {' → '.join(f'{s} px' for s in sizes)}", file=sys.stderr)
+    bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
+
+    def progress(p):
+        if p.iteration < bar.n:  # the next scale began
+            bar.reset()
+        bar.update(p.iteration - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.4g}")
+
+    try:
+        return coarse_to_fine_init(args.content, args.styles, scales=args.scales, callback=progress,
+                                   style_blend_weights=args.style_blend_weights, **options)  # fmt: skip
+    finally:
+        bar.close()
 
 
 def _options(args) -> dict:
