@@ -33,6 +33,16 @@ DEFAULTS = dict(
 )
 INITS = ("content", "noise", "style")
 
+#: Named option sets; options given explicitly override them.
+PRESETS = {
+    # Gatys, Ecker & Bethge (2016): white-noise init, L-BFGS, average pooling, w_l = 1/5.
+    "paper": dict(init="noise", optimizer="lbfgs", pooling="avg", iterations=500),
+    # Adam from the content image: cheaper iterations, fewer of them.
+    "fast": dict(init="content", optimizer="adam", learning_rate=0.02, iterations=200),
+    # Coarse to fine over three sizes (×√2 apart): structure from the coarse scales.
+    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=300),
+}
+
 #: β of ``style_weight="auto"`` for a 512×512 output (α/β = 1e-3 with α = 1, the paper's ratio).
 AUTO_STYLE_WEIGHT_512 = 1e3
 
@@ -221,12 +231,18 @@ def stylize(
     - ``weights``: a converted weights file, loaded params, or None to locate them
       (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
 
+    - ``preset``: "paper", "fast" or "hq" (``PRESETS``); explicit options override it.
     - ``scales``: coarse-to-fine, the number of sizes ×√2 apart ending at ``size``
       (default 1: ``size`` alone); ``iterations`` run at each.
 
     ``callback(Progress)`` is called every ``chunk_size`` iterations (counting anew at
     each scale). Returns the stylized RGB image.
     """
+    preset = options.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise OptionError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        options = {**PRESETS[preset], **options}
     scales = options.pop("scales", 1)
     init = coarse_to_fine_init(content, style, scales=scales, callback=callback, chunk_size=chunk_size, **options)
     if init is not None:

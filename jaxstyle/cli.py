@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("stylize", help="paint a content image in the style of another")
+    parser._stylize = p
     p.add_argument("content", help="content image (photo)")
     p.add_argument("styles", nargs="+", metavar="STYLE",
                    help="style image (painting); several are blended, or with --batch each gets its own output")
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the content's colours: transfer luminance only, match the style's colours first, "
                         "or put the content's chroma back after")
     p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
+    p.add_argument("--preset", choices=("paper", "fast", "hq"), default=None,
+                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine")
     p.add_argument("--scales", type=int, default=1, metavar="N",
                    help="coarse to fine: N sizes x√2 apart ending at --size, --iterations at each (default 1)")
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
@@ -344,7 +347,14 @@ def _weights(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None):
+        from .api import PRESETS
+
+        # The preset's values become the defaults, so that flags given explicitly win.
+        parser._stylize.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
     try:
         if args.command == "stylize":
             return _stylize(args)

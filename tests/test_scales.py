@@ -51,3 +51,42 @@ def test_cli_scales(random_weights_file, image_files, tmp_path):
     by_api = jaxstyle.stylize(content, style, weights=str(random_weights_file), scales=2, size=40,
                               **{**FAST, "iterations": 3})  # fmt: skip
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(by_api))
+
+
+def test_presets_set_options_and_explicit_ones_win(random_params, rng, monkeypatch):
+    import jaxstyle.api as api
+
+    class Seen(Exception):
+        pass
+
+    seen = []
+
+    def record(content, style, **options):
+        seen.append(options)
+        raise Seen
+
+    monkeypatch.setattr(api, "prepare", record)
+    content = smooth_image(rng, 48, 64)
+    for preset, explicit, want in [
+        ("paper", {}, {"init": "noise", "pooling": "avg", "optimizer": "lbfgs", "iterations": 500}),
+        ("fast", {"iterations": 7}, {"optimizer": "adam", "iterations": 7}),
+        ("hq", {"size": 64}, {"size": 32, "optimizer": "lbfgs"}),  # the first of three: 32, 45, 64
+    ]:  # fmt: skip
+        with pytest.raises(Seen):
+            jaxstyle.stylize(content, content, preset=preset, weights=random_params, **explicit)
+        assert want.items() <= seen[-1].items(), (preset, seen[-1])
+    with pytest.raises(OptionError, match="unknown preset 'best'"):
+        jaxstyle.stylize(content, content, preset="best", weights=random_params)
+
+
+def test_cli_presets_yield_to_explicit_flags(monkeypatch, image_files, random_weights_file, tmp_path):
+    import jaxstyle.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_stylize", lambda args: seen.append(args) or 0)
+    content, style = image_files
+    base = ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png")]
+    assert main([*base, "--preset", "fast", "--iterations", "9"]) == 0
+    assert seen[-1].optimizer == "adam" and seen[-1].iterations == 9 and seen[-1].learning_rate == 0.02
+    assert main([*base, "--preset", "hq"]) == 0
+    assert seen[-1].scales == 3 and seen[-1].iterations == 300
