@@ -275,7 +275,8 @@ def _stylize_batch(args, inputs) -> int:
     from .optimize import NonFiniteLossWarning
 
     for flag, value in (("--checkpoint", args.checkpoint), ("--resume", args.resume),
-                        ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights)):  # fmt: skip
+                        ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights),
+                        ("--scales", args.scales > 1)):  # fmt: skip
         if value:
             raise OptionError(f"--batch does not take {flag} (yet); run the styles one by one for that")
     outputs = _batch_outputs(args.output, args.styles)

@@ -68,6 +68,7 @@ def test_bad_batches_are_refused(random_params, rng):
         ((c[0], s[0]), {"sweep": {"size": [32, 48]}}, "cannot sweep"),
         ((c, s[0]), {"sweep": {"style_weight": [1, 2]}}, "one content and one style"),
         ((c[0], s[0]), {"sweep": {"style_weight": [1, 2], "tv_weight": [1]}}, "same number"),
+        ((c[0], s), {"scales": 2}, "does not take scales"),
     ]:  # fmt: skip
         with pytest.raises(OptionError, match=message):
             prepare_batch(*args, weights=random_params, **{**FAST, **kwargs})
