@@ -39,8 +39,8 @@ PRESETS = {
     "paper": dict(init="noise", optimizer="lbfgs", pooling="avg", iterations=500),
     # Adam from the content image: cheaper iterations, fewer of them.
     "fast": dict(init="content", optimizer="adam", learning_rate=0.02, iterations=200),
-    # Coarse to fine over three sizes (×√2 apart): structure from the coarse scales.
-    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=300),
+    # Coarse to fine over three sizes (×√2 apart): the painting's large-scale structure.
+    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=150),
 }
 
 #: β of ``style_weight="auto"`` for a 512×512 output (α/β = 1e-3 with α = 1, the paper's ratio).

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or put the content's chroma back after")
     p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
     p.add_argument("--preset", choices=("paper", "fast", "hq"), default=None,
-                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine")
+                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine, 150 iterations each")
     p.add_argument("--scales", type=int, default=1, metavar="N",
                    help="coarse to fine: N sizes x√2 apart ending at --size, --iterations at each (default 1)")
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")

@@ -89,4 +89,4 @@ def test_cli_presets_yield_to_explicit_flags(monkeypatch, image_files, random_we
     assert main([*base, "--preset", "fast", "--iterations", "9"]) == 0
     assert seen[-1].optimizer == "adam" and seen[-1].iterations == 9 and seen[-1].learning_rate == 0.02
     assert main([*base, "--preset", "hq"]) == 0
-    assert seen[-1].scales == 3 and seen[-1].iterations == 300
+    assert seen[-1].scales == 3 and seen[-1].iterations == 150
