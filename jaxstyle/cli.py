@@ -321,7 +321,7 @@ def _stylize_batch(args, inputs) -> int:
 
 
 def _weights(args) -> int:
-    from .weights import cached_weights_path, describe_preprocessing, locate_weights, read_weights_file
+    from .weights import cached_weights_path, describe_weights_file, locate_weights, read_weights_file
 
     if args.weights_command == "fetch":
         from weights_tools.fetch import fetch_weights
@@ -333,17 +333,7 @@ def _weights(args) -> int:
             return 0
         print(fetch_weights(cached))
         return 0
-    path = locate_weights(args.path, fetch=False)
-    doc = read_weights_file(path)
-    p = describe_preprocessing(doc)
-    size = sum(doc["params"][n][k].nbytes for n in doc["layers"] for k in ("kernel", "bias"))
-    print(f"file:          {path}")
-    print(f"layers:        {', '.join(doc['layers'])}")
-    print(f"dtype:         {doc['dtype']} ({size / 1e6:.1f} MB of parameters)")
-    print(f"preprocessing: {p.channel_order}, x{p.scale:g}, mean {list(p.mean)}, std {list(p.std)}")
-    print(f"source:        {doc['source']}")
-    print(f"sha256:        {doc['content_sha256']} (layers, preprocessing, arrays)")
-    print(f"credit:        {doc['credit']}")
+    print(describe_weights_file(locate_weights(args.path, fetch=False)))
     return 0
 
 

@@ -138,6 +138,24 @@ def read_weights_file(path: str | os.PathLike) -> dict:
     return document
 
 
+def describe_weights_file(path: str | os.PathLike) -> str:
+    """A checked weights file, described: layers, shapes, dtype, convention, hashes, credit."""
+    doc = read_weights_file(path)
+    p = describe_preprocessing(doc)
+    size = sum(doc["params"][n][k].nbytes for n in doc["layers"] for k in ("kernel", "bias"))
+    shapes = ", ".join(f"{n} {tuple(doc['params'][n]['kernel'].shape)}" for n in doc["layers"])
+    return "\n".join([
+        f"file:          {path}",
+        f"layers:        {', '.join(doc['layers'])}",
+        f"kernels (HWIO): {shapes}",
+        f"dtype:         {doc['dtype']} ({size / 1e6:.1f} MB of parameters)",
+        f"preprocessing: {p.channel_order}, x{p.scale:g}, mean {list(p.mean)}, std {list(p.std)}",
+        f"source:        {doc['source']}",
+        f"sha256:        {doc['content_sha256']} (layers, preprocessing, arrays; checked)",
+        f"credit:        {doc['credit']}",
+    ])  # fmt: skip
+
+
 def describe_preprocessing(document: Mapping) -> Preprocessing:
     p = document["preprocessing"]
     return Preprocessing(p["channel_order"], float(p["scale"]), tuple(p["mean"]), tuple(p["std"]))

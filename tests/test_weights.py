@@ -220,6 +220,22 @@ def test_weights_tools_command_converts(tmp_path, rng, capsys):
     assert read_weights_file(tmp_path / "w.msgpack")["layers"] == ["conv1_1", "conv1_2"]
     assert main(["convert", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.msgpack")]) == 4
     assert "weights_tools: error:" in capsys.readouterr().err
+    # --layers FIRST..LAST, then inspect and verify the result.
+    assert main(["convert", str(tmp_path / "k.h5"), "-o", str(tmp_path / "r.msgpack"), "--layers", "conv1_1..conv2_1"]) == 0
+    assert read_weights_file(tmp_path / "r.msgpack")["layers"] == ["conv1_1", "conv1_2", "conv2_1"]
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "r.msgpack")]) == 0
+    out = capsys.readouterr().out
+    assert "conv2_1 (3, 3, 64, 128)" in out and "BGR" in out and "checked" in out
+    assert main(["verify", str(tmp_path / "r.msgpack")]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+    damaged = tmp_path / "d.msgpack"
+    damaged.write_bytes((tmp_path / "r.msgpack").read_bytes()[:-100])
+    assert main(["verify", str(damaged)]) == 4
+    for bad in ("conv2_1..conv1_1", "conv1_1-conv5_1", "conv2_1..conv3_1", "conv1_1..conv9_9"):
+        assert main(["convert", str(tmp_path / "k.h5"), "-o", str(tmp_path / "b.msgpack"), "--layers", bad]) == 2
+        assert "--layers must" in capsys.readouterr().err
+    assert not (tmp_path / "b.msgpack").exists()
 
 
 def test_nan_values_and_wrong_shapes_inside_a_file_are_refused(tmp_path, rng):
