@@ -165,12 +165,15 @@ def load_weights(path: str | os.PathLike | None = None, *, fetch: bool = True) -
     """Load VGG-19 params (the pytree ``vgg19_features`` takes) from a weights file.
 
     With ``path=None`` the weights are located (and fetched if ``fetch``) as the
-    module docstring says.
+    module docstring says. Arrays stored in float16 (a smaller file) come back as
+    float32: the computation and its accumulation stay in float32 either way.
     """
     document = read_weights_file(locate_weights(path, fetch=fetch))
     params = {"input": describe_preprocessing(document).input_params()}
     for name in document["layers"]:
-        params[name] = {part: np.asarray(document["params"][name][part]) for part in ("kernel", "bias")}
+        params[name] = {
+            part: np.asarray(document["params"][name][part], np.float32) for part in ("kernel", "bias")
+        }
     return params
 
 

@@ -238,6 +238,22 @@ def test_weights_tools_command_converts(tmp_path, rng, capsys):
     assert not (tmp_path / "b.msgpack").exists()
 
 
+def test_float16_files_are_half_the_size_and_load_as_float32(tmp_path, rng):
+    from weights_tools.__main__ import main
+
+    arrays = write_keras_h5(tmp_path / "k.h5", rng)
+    for dtype in ("float32", "float16"):
+        assert main(["convert", str(tmp_path / "k.h5"), "-o", str(tmp_path / f"{dtype}.msgpack"), "--dtype", dtype]) == 0
+    assert read_weights_file(tmp_path / "float16.msgpack")["dtype"] == "float16"
+    sizes = [(tmp_path / f"{d}.msgpack").stat().st_size for d in ("float32", "float16")]
+    assert sizes[1] < 0.6 * sizes[0]
+    params = load_weights(tmp_path / "float16.msgpack")
+    for layer, (kernel, bias) in arrays.items():
+        assert params[layer]["kernel"].dtype == np.float32
+        np.testing.assert_array_equal(params[layer]["kernel"], kernel.astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(params[layer]["bias"], bias.astype(np.float16).astype(np.float32))
+
+
 def test_nan_values_and_wrong_shapes_inside_a_file_are_refused(tmp_path, rng):
     from flax import serialization
 

@@ -82,10 +82,15 @@ def _find_dataset(group, suffixes):
 
 
 def convert_keras_h5(
-    src: str | os.PathLike, dst: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS
+    src: str | os.PathLike, dst: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS, dtype: str = "float32"
 ) -> Path:
-    """Convert Keras' VGG-19 HDF5 file into a jaxstyle weights file at ``dst``."""
+    """Convert Keras' VGG-19 HDF5 file into a jaxstyle weights file at ``dst``.
+
+    ``dtype="float16"`` halves the file; loading turns the arrays back into float32.
+    """
     src = Path(src)
     params = read_keras_h5(src, layers)
+    if dtype != "float32":
+        params = {name: {k: v.astype(dtype) for k, v in parts.items()} for name, parts in params.items()}
     source = {"kind": "keras-h5", "name": src.name, **file_hashes(src)}
     return save_weights(dst, params, CAFFE_PREPROCESSING, source)
