@@ -164,8 +164,7 @@ def prepare(
             raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
         style_weight = auto_style_weight(*content_arr.shape[:2])
 
-    params = weights if isinstance(weights, Mapping) else load_weights(weights)
-    params = add_backward_kernels(jax.tree.map(jnp.asarray, params))
+    params = vgg_params(weights)
     targets = make_targets(
         params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
@@ -244,10 +243,18 @@ def stylize(
             raise OptionError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         options = {**PRESETS[preset], **options}
     scales = options.pop("scales", 1)
-    init = coarse_to_fine_init(content, style, scales=scales, callback=callback, chunk_size=chunk_size, **options)
+    init, params = coarse_to_fine_init(content, style, scales=scales, callback=callback, chunk_size=chunk_size, **options)
     if init is not None:
-        options["init"] = init
+        options.update(init=init, weights=params)  # the weights loaded once, for every scale
     return solve(prepare(content, style, **options), callback=callback, chunk_size=chunk_size)
+
+
+def vgg_params(weights: str | os.PathLike | Mapping | None) -> dict:
+    """Weights ready for the loop: loaded if a path (or located if None), on the device,
+    with backward kernels. Already-prepared params pass through unchanged, so a caller
+    running several problems (scales, batch items) loads and prepares them once."""
+    params = weights if isinstance(weights, Mapping) else load_weights(weights)
+    return add_backward_kernels(jax.tree.map(jnp.asarray, params))
 
 
 def scale_sizes(size: int, scales: int) -> list[int]:
@@ -257,11 +264,12 @@ def scale_sizes(size: int, scales: int) -> list[int]:
 
 def coarse_to_fine_init(
     content: ImageLike, style: ImageLike, *, scales: int = 1, callback=None, chunk_size: int = 10, **options
-) -> Image.Image | None:
-    """Run every scale but the finest; return its result, to initialise the finest.
+) -> tuple[Image.Image | None, dict | None]:
+    """Run every scale but the finest; return its result, to initialise the finest,
+    and the prepared weights, to reuse there. (None, None) when ``scales`` is 1.
 
     Scale k starts from scale k−1's result, upsampled (Lanczos); the style images are
-    resized for each scale as for any size. Returns None when ``scales`` is 1.
+    resized for each scale as for any size. The weights are loaded once.
     """
     scales = whole_number(scales, "scales", minimum=1)
     size = options.pop("size", DEFAULTS["size"])
@@ -269,5 +277,7 @@ def coarse_to_fine_init(
     for coarse in scale_sizes(size, scales)[:-1]:
         if image is not None:
             options["init"] = image
-        image = solve(prepare(content, style, size=coarse, **options), callback=callback, chunk_size=chunk_size)
-    return image
+        problem = prepare(content, style, size=coarse, **options)
+        options["weights"] = problem.params
+        image = solve(problem, callback=callback, chunk_size=chunk_size)
+    return image, options.get("weights") if image is not None else None

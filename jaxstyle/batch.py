@@ -24,12 +24,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from .api import _finish, prepare
+from .api import _finish, prepare, vgg_params
 from .errors import OptionError
 from .images import ImageLike, to_pil
 from .objective import StyleObjective, Targets
 from .optimize import NonFiniteLossWarning, OptimizerConfig, check_optimizer, init_state, run_chunk_batched
-from .weights import load_weights
 
 #: Options a sweep may vary: they live in the targets, so one program serves every value.
 SWEEPABLE = ("content_weight", "style_weight", "tv_weight", "seed")
@@ -95,7 +94,7 @@ def prepare_batch(contents, styles, *, sweep: Mapping[str, Sequence] | None = No
             raise OptionError(f"stylize_batch does not take {name} yet; run those items with stylize")
         options.pop(name, None)
     weights = options.pop("weights", None)
-    params = weights if isinstance(weights, Mapping) else load_weights(weights)
+    params = vgg_params(weights)  # loaded and prepared once for every item
     items = _items(contents, styles, sweep, options)
     problems = [prepare(items[0][0], items[0][1], weights=params, **items[0][2])]
     shape = tuple(problems[0].init_image.shape[:2])

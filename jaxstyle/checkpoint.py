@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from .atomic import atomic_path
+from .documents import read_document, write_document
 from .errors import CheckpointError
 from .optimize import RunState
 
@@ -49,30 +49,13 @@ def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fi
         "fingerprint": fingerprint,
         "state": serialization.to_state_dict(jax.device_get(state)),
     }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(serialization.msgpack_serialize(document))
-    return path
+    return write_document(path, document)
 
 
 def load_checkpoint(path: str | os.PathLike, template: RunState, fingerprint: str) -> tuple[RunState, int]:
     """Read a checkpoint of the problem whose fresh state is ``template``: (state, iterations done)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
-    try:
-        document = serialization.msgpack_restore(raw)
-    except Exception:  # msgpack raises several unrelated types on bad bytes
-        raise CheckpointError(f"{path} is not a jaxstyle checkpoint (unreadable or truncated)") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a jaxstyle checkpoint")
-    if document.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {document.get('format_version')}; "
-                              f"this jaxstyle reads version {FORMAT_VERSION}")  # fmt: skip
+    document = read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint", error=CheckpointError)
     if document.get("fingerprint") != fingerprint:
         raise CheckpointError(
             f"checkpoint {path} belongs to another run (other images, weights, layers, weights α/β/γ, "

@@ -113,12 +113,9 @@ def _enable_compilation_cache() -> None:
 
 
 def _stylize(args) -> int:
-    from tqdm import tqdm
-
     from .api import prepare, solve
     from .checkpoint import problem_fingerprint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
-    from .optimize import NonFiniteLossWarning
 
     if args.save_every < 0:
         raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
@@ -135,64 +132,92 @@ def _stylize(args) -> int:
     _enable_compilation_cache()
     options = _options(args)
     if args.scales > 1 and not args.resume:  # a resumed run continues the finest scale
-        options["init"] = _coarse_scales(args, options)
+        options["init"], options["weights"] = _coarse_scales(args, options)
     problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **options)
     if not args.quiet:
         _describe(args, problem.init_image.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
-    bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
-    latest = None  # (iteration, host copy of the image): what Ctrl-C saves
+    run = _Run(args, [output], inputs)
 
     def progress(p):
-        nonlocal latest
-        latest = (p.iteration, np.asarray(p.image))  # the device buffers are reused by the next chunk
-        bar.update(p.iteration - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.4g}")
+        run.update(p.iteration, p.loss, [p.image])
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
             step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
-            save_image(to_pil(latest[1]), step_path, inputs)
+            save_image(to_pil(run.latest[0]), step_path, inputs)
         due = p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations
-        if checkpoint and (due or interrupt):  # the state is valid now, during the call
+        if checkpoint and (due or run.interrupt):  # the state is valid now, during the call
             save_checkpoint(checkpoint, p.state, p.iteration, fingerprint)
-        if interrupt:
-            raise _Interrupted
+        run.stop_if_asked()
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
-    try:
-        with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks() as interrupt:
-            warnings.simplefilter("always", NonFiniteLossWarning)
-            image = solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)
-    except (_Interrupted, KeyboardInterrupt):
-        bar.close()
-        if latest is None:
-            print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
-        else:
-            save_image(to_pil(latest[1]), output, inputs)
-            hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
-            print(f"jaxstyle: interrupted at iteration {latest[0]}; saved {output}{hint}", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
-    for w in caught:
-        print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
-    save_image(image, output, inputs)
-    print(f"saved {output}", file=sys.stderr)
-    return 0
+    hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
+    return run(lambda: [solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)], hint)
 
 
 class _Interrupted(Exception):
     """Ctrl-C, taken at the end of a chunk."""
 
 
+class _Run:
+    """What single and batch runs share: the progress bar, Ctrl-C between chunks (saving
+    the latest images), NaN warnings as one line each, and the final saves."""
+
+    def __init__(self, args, outputs: list[Path], inputs: tuple):
+        from tqdm import tqdm
+
+        self.outputs, self.inputs = outputs, inputs
+        self.bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
+        self.interrupt: list = []  # non-empty once Ctrl-C was pressed
+        self.latest = None  # host copies of the images after the last chunk: what Ctrl-C saves
+        self.iteration = 0
+
+    def update(self, iteration: int, loss: float, images) -> None:
+        # The device buffers are reused by the next chunk: keep host copies.
+        self.iteration, self.latest = iteration, [np.asarray(image) for image in images]
+        self.bar.update(iteration - self.bar.n)
+        self.bar.set_postfix(loss=f"{loss:.4g}")
+
+    def stop_if_asked(self) -> None:
+        if self.interrupt:
+            raise _Interrupted
+
+    def __call__(self, solve_all, interrupted_hint: str = "") -> int:
+        """``solve_all()`` returns one PIL image per output; save them, or the latest on Ctrl-C."""
+        from .images import save_image, to_pil
+        from .optimize import NonFiniteLossWarning
+
+        try:
+            with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks(self.interrupt):
+                warnings.simplefilter("always", NonFiniteLossWarning)
+                images = solve_all()
+        except (_Interrupted, KeyboardInterrupt):
+            self.bar.close()
+            if self.latest is None:
+                print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
+                return 130
+            for image, output in zip(self.latest, self.outputs):
+                save_image(to_pil(image), output, self.inputs)
+            saved = ", ".join(map(str, self.outputs))
+            print(f"jaxstyle: interrupted at iteration {self.iteration}; saved {saved}{interrupted_hint}", file=sys.stderr)
+            return 130
+        finally:
+            self.bar.close()
+        for w in caught:
+            print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
+        for image, output in zip(images, self.outputs):
+            save_image(image, output, self.inputs)
+            print(f"saved {output}", file=sys.stderr)
+        return 0
+
+
 @contextlib.contextmanager
-def _interrupt_between_chunks():
+def _interrupt_between_chunks(requested: list):
     """Turn the first Ctrl-C into a request that the progress callback acts on.
 
     A KeyboardInterrupt raised at an arbitrary point could land inside JAX's dispatch
     (with buffers half donated); a flag checked between chunks stops cleanly. A second
-    Ctrl-C interrupts at once, as usual.
+    Ctrl-C interrupts at once, as usual. ``requested`` gets an entry at the first.
     """
-    requested = []
 
     def handler(signum, frame):
         if requested:
@@ -202,10 +227,10 @@ def _interrupt_between_chunks():
     try:
         previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: leave Ctrl-C as it is
-        yield requested
+        yield
         return
     try:
-        yield requested
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -268,11 +293,8 @@ def _batch_outputs(pattern: str, styles: list[str]) -> list[Path]:
 
 
 def _stylize_batch(args, inputs) -> int:
-    from tqdm import tqdm
-
     from .batch import prepare_batch, solve_batch
-    from .images import check_output_path, save_image, to_pil
-    from .optimize import NonFiniteLossWarning
+    from .images import check_output_path
 
     for flag, value in (("--checkpoint", args.checkpoint), ("--resume", args.resume),
                         ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights),
@@ -286,38 +308,13 @@ def _stylize_batch(args, inputs) -> int:
     batch = prepare_batch(args.content, args.styles, **_options(args))
     if not args.quiet:
         _describe(args, batch.init_images.shape, batch.targets)
-    bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
-    latest = None
+    run = _Run(args, outputs, inputs)
 
     def progress(p):
-        nonlocal latest
-        latest = (p.iteration, np.asarray(p.images))
-        bar.update(p.iteration - bar.n)
-        bar.set_postfix(loss=f"{np.nanmax(p.losses):.4g}")
-        if interrupt:
-            raise _Interrupted
+        run.update(p.iteration, np.nanmax(p.losses), p.images)
+        run.stop_if_asked()
 
-    try:
-        with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks() as interrupt:
-            warnings.simplefilter("always", NonFiniteLossWarning)
-            images = solve_batch(batch, callback=progress)
-    except (_Interrupted, KeyboardInterrupt):
-        bar.close()
-        if latest is None:
-            print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
-        else:
-            for image, output in zip(latest[1], outputs):
-                save_image(to_pil(image), output, inputs)
-            print(f"jaxstyle: interrupted at iteration {latest[0]}; saved {len(outputs)} images", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
-    for w in caught:
-        print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
-    for image, output in zip(images, outputs):
-        save_image(image, output, inputs)
-        print(f"saved {output}", file=sys.stderr)
-    return 0
+    return run(lambda: solve_batch(batch, callback=progress))
 
 
 def _weights(args) -> int:

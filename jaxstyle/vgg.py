@@ -177,10 +177,11 @@ def add_backward_kernels(params: Mapping) -> dict:
     XLA:CPU runs that form on a slow path (about 3x slower: jax-ml/jax#12868). With the
     kernel flipped and transposed once, outside the loop, the gradient is an ordinary
     HWIO convolution. Gradients are unchanged (the ``kernel_bwd`` entries get zero).
+    Layers that have one already keep it, so calling this twice costs nothing.
     """
     out = dict(params)
     for name, layer in params.items():
-        if name.startswith("conv"):
+        if name.startswith("conv") and "kernel_bwd" not in layer:
             out[name] = {**layer, "kernel_bwd": backward_kernel(jnp.asarray(layer["kernel"]))}
     return out
 

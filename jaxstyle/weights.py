@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
-from flax import serialization
 
-from .atomic import atomic_path
+from .documents import read_document, write_document
 from .errors import WeightsError
 from .vgg import CONV_LAYERS, CONV_SHAPES, Preprocessing
 
@@ -86,10 +85,7 @@ def save_weights(
         "credit": CREDIT,
         "params": arrays,
     }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(serialization.msgpack_serialize(document))
-    return path
+    return write_document(path, document)
 
 
 def _check_shapes(arrays, layers, path) -> None:
@@ -107,23 +103,9 @@ def read_weights_file(path: str | os.PathLike) -> dict:
     """Read and check a weights file; return its document with numpy arrays."""
     path = Path(path)
     hint = "re-create it with 'jaxstyle weights fetch' or 'python -m weights_tools convert'"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise WeightsError(f"weights file {path} does not exist; {hint}") from None
-    except OSError as e:
-        raise WeightsError(f"cannot read weights file {path}: {e.strerror}") from None
-    try:
-        document = serialization.msgpack_restore(data)
-    except Exception:  # msgpack raises several unrelated types on bad bytes
-        raise WeightsError(f"{path} is not a jaxstyle weights file (unreadable or truncated); {hint}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a jaxstyle weights file; {hint}")
-    if document.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(
-            f"{path} has weights format version {document.get('format_version')}, "
-            f"this jaxstyle reads version {FORMAT_VERSION}; {hint}"
-        )
+    document = read_document(
+        path, fmt=FORMAT, version=FORMAT_VERSION, kind="weights file", error=WeightsError, hint=hint
+    )
     layers = list(document["layers"])
     params = document["params"]
     _check_shapes(params, layers, path)
