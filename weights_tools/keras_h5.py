@@ -8,7 +8,6 @@ Fully-connected layers (in the non-"notop" file) are ignored.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterable
@@ -17,21 +16,11 @@ import numpy as np
 
 from jaxstyle.errors import WeightsError
 from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_LAYERS
-from jaxstyle.weights import save_weights
 
 
 def _keras_name(layer: str) -> str:
     block, conv = layer[len("conv"):].split("_")
     return f"block{block}_conv{conv}"
-
-
-def file_hashes(path: str | os.PathLike) -> dict[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
 
 
 def read_keras_h5(path: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS) -> dict:
@@ -68,6 +57,23 @@ def read_keras_h5(path: str | os.PathLike, layers: Iterable[str] = CONV_LAYERS) 
     return params
 
 
+def keras_layers_present(path: str | os.PathLike) -> list[str]:
+    """The convolutions from conv1_1 on that the file has groups for, up to the first gap."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            names = set(f.keys())
+    except OSError as e:
+        raise WeightsError(f"{path} is not a readable HDF5 file ({e}); give Keras' VGG-19 .h5 file") from None
+    layers = []
+    for layer in CONV_LAYERS:
+        if _keras_name(layer) not in names:
+            break
+        layers.append(layer)
+    return layers or [CONV_LAYERS[0]]  # reading then names what is missing
+
+
 def _find_dataset(group, suffixes):
     import h5py
 
@@ -86,11 +92,11 @@ def convert_keras_h5(
 ) -> Path:
     """Convert Keras' VGG-19 HDF5 file into a jaxstyle weights file at ``dst``.
 
-    ``dtype="float16"`` halves the file; loading turns the arrays back into float32.
+    ``dtype="float16"`` (or ``"bfloat16"``) halves the file; loading gives float32.
     """
+    from .convert import file_hashes, save_converted
+
     src = Path(src)
     params = read_keras_h5(src, layers)
-    if dtype != "float32":
-        params = {name: {k: v.astype(dtype) for k, v in parts.items()} for name, parts in params.items()}
     source = {"kind": "keras-h5", "name": src.name, **file_hashes(src)}
-    return save_weights(dst, params, CAFFE_PREPROCESSING, source)
+    return save_converted(dst, params, CAFFE_PREPROCESSING, source, dtype)
