@@ -43,17 +43,36 @@ PRESETS = {
     "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=150),
 }
 
-#: β of ``style_weight="auto"`` for a 512×512 output (α/β = 1e-3 with α = 1, the paper's ratio).
-AUTO_STYLE_WEIGHT_512 = 1e3
+#: β of ``style_weight="auto"`` for a 512×512 output, per style loss. Gram: α/β = 1e-3
+#: with α = 1, the paper's ratio. Sliced Wasserstein: chosen by eye (see README).
+AUTO_STYLE_WEIGHT_512 = {"gram": 1e3, "sliced_wasserstein": 2e8}
 
 
-def auto_style_weight(height: int, width: int) -> float:
+def auto_style_weight(height: int, width: int, style_loss: str = "gram") -> float:
     """β = AUTO_STYLE_WEIGHT_512 · H·W / 512²: the same content/style balance at every size.
 
     The content term ½Σ(F−P)² sums over positions, so it grows with the pixel count, while
-    each style term E_l is divided by M_l² and does not; β ∝ H·W keeps their ratio.
+    each style term (E_l divided by M_l², SW_l a mean over positions) does not; β ∝ H·W
+    keeps their ratio.
     """
-    return AUTO_STYLE_WEIGHT_512 * height * width / 512**2
+    return AUTO_STYLE_WEIGHT_512[style_loss] * height * width / 512**2
+
+
+def load_mask(mask: ImageLike, size: tuple[int, int], what: str = "mask") -> np.ndarray:
+    """A region mask as an (H, W) float32 array in [0, 1] of ``size`` = (width, height):
+    a greyscale image (white = inside; colour images are converted to grey) or an
+    H×W array (uint8, or float in [0, 1])."""
+    if isinstance(mask, np.ndarray) and mask.ndim == 2:
+        if mask.dtype != np.uint8:
+            if not np.issubdtype(mask.dtype, np.floating) or not np.all((mask >= 0) & (mask <= 1)):
+                raise ImageError(f"{what} array must be uint8, or float with values in [0, 1]")
+            mask = np.round(mask * 255).astype(np.uint8)
+        grey = Image.fromarray(mask, "L")
+    else:
+        grey = load_image(mask, what).convert("L")
+    if grey.size != tuple(size):
+        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(grey, np.float32) / 255.0
 
 
 def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
@@ -113,6 +132,8 @@ def prepare(
     preserve_color: str | None = None,
     style_scale: float = 1.0,
     shape: tuple[int, int] | None = None,
+    masks: Sequence[ImageLike] | None = None,
+    style_loss: str = "gram",
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
 
@@ -123,13 +144,15 @@ def prepare(
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
-    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling).checked()
+    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss).checked()
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch))
 
     if preserve_color is not None and preserve_color not in color.MODES:
         raise OptionError(f"preserve_color must be None or one of {', '.join(color.MODES)}, got {preserve_color!r}")
     style_size = max(1, round(size * finite_number(style_scale, "style scale", positive=True)))
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if masks is not None and style_blend_weights is not None:
+        raise OptionError("give region masks or style blend weights, not both: with masks each style paints its region")
     blend = blend_weights(style_blend_weights, len(styles))
     content_pil = load_image(content, "content image")
     if shape is None:
@@ -159,16 +182,20 @@ def prepare(
     x0 = _initial_image(init, content_arr, style_arrs[0], seed)
     if preserve_color == "luminance":
         x0 = color.grey(x0)  # an image init (a coarser scale's result, say) joins the grey transfer
+    region_masks = None
+    if masks is not None:
+        h, w = content_arr.shape[:2]
+        region_masks = [load_mask(m, (w, h), f"mask {i}") for i, m in enumerate(masks, 1)]
     if isinstance(style_weight, str):
         if style_weight != "auto":
             raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
-        style_weight = auto_style_weight(*content_arr.shape[:2])
+        style_weight = auto_style_weight(*content_arr.shape[:2], layers.style_loss)
 
     params = vgg_params(weights)
     targets = make_targets(
         params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_layer_weights=style_layer_weights, style_blend_weights=blend,
+        style_layer_weights=style_layer_weights, style_blend_weights=blend, masks=region_masks,
     )  # fmt: skip
     return StyleProblem(
         StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations),

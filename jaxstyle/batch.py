@@ -89,7 +89,7 @@ def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: dict
 
 def prepare_batch(contents, styles, *, sweep: Mapping[str, Sequence] | None = None, **options) -> StyleBatch:
     """Check everything and compute each item's targets; the options are ``stylize``'s."""
-    for name in ("scales", "preset"):
+    for name in ("scales", "preset", "masks"):
         if options.get(name) not in (None, 1):
             raise OptionError(f"stylize_batch does not take {name} yet; run those items with stylize")
         options.pop(name, None)

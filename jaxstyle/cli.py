@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the content's colours: transfer luminance only, match the style's colours first, "
                         "or put the content's chroma back after")
     p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
+    p.add_argument("--masks", nargs="+", default=None, metavar="MASK",
+                   help="one greyscale image per style (white: where that style paints); guided Grams, Gatys et al. 2017")
+    p.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default="gram",
+                   help="Gram matrices (the paper), or sliced Wasserstein: whole feature distributions (default %(default)s)")
     p.add_argument("--preset", choices=("paper", "fast", "hq"), default=None,
                    help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine, 150 iterations each")
     p.add_argument("--scales", type=int, default=1, metavar="N",
@@ -266,7 +270,7 @@ def _options(args) -> dict:
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
-        weights=args.weights,
+        weights=args.weights, masks=args.masks, style_loss=args.style_loss,
     )  # fmt: skip
 
 
@@ -298,7 +302,7 @@ def _stylize_batch(args, inputs) -> int:
 
     for flag, value in (("--checkpoint", args.checkpoint), ("--resume", args.resume),
                         ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights),
-                        ("--scales", args.scales > 1)):  # fmt: skip
+                        ("--scales", args.scales > 1), ("--masks", args.masks)):  # fmt: skip
         if value:
             raise OptionError(f"--batch does not take {flag} (yet); run the styles one by one for that")
     outputs = _batch_outputs(args.output, args.styles)

@@ -79,3 +79,65 @@ def total_loss(
 ) -> jax.Array:
     """L = α·L_content + β·L_style + γ·TV."""
     return content_weight * content + style_weight * style + tv_weight * tv
+
+
+# -- guided Gram matrices (Gatys et al. 2017, "Controlling Perceptual Factors") --------
+
+
+def guided_gram_matrix(features: jax.Array, mask: jax.Array) -> jax.Array:
+    """Ĝ = M · Σ_p m(p)² F(p) F(p)ᵀ / Σ_p m(p)²: the Gram matrix of the region a mask
+    (..., H, W) in [0, 1] weighs, per position like G / M and scaled back by M so that
+    an all-ones mask gives the plain Gram matrix."""
+    *_, h, w, _ = features.shape
+    weighted = features * mask[..., None].astype(features.dtype)
+    mass = jnp.sum(jnp.square(mask.astype(_accumulation_dtype(features))), axis=(-2, -1))
+    return gram_matrix(weighted) * (h * w / mass)[..., None, None]
+
+
+def downsample_mask(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """A (..., H, W) mask averaged over 2×2 blocks (as VGG pools) until it is ``shape``."""
+    while mask.shape[-2:] != tuple(shape):
+        h, w = mask.shape[-2] // 2 * 2, mask.shape[-1] // 2 * 2
+        if (h // 2, w // 2) < tuple(shape) or h == 0 or w == 0:
+            raise ValueError(f"cannot pool a {mask.shape[-2:]} mask to {shape}")
+        m = mask[..., :h, :w]
+        mask = 0.25 * (m[..., 0::2, 0::2] + m[..., 1::2, 0::2] + m[..., 0::2, 1::2] + m[..., 1::2, 1::2])
+    return mask
+
+
+# -- sliced Wasserstein style loss -------------------------------------------------------
+
+
+def sorted_projections(features: jax.Array, directions: jax.Array) -> jax.Array:
+    """The features (..., H, W, C) projected on unit ``directions`` (C, K), each of the
+    K projections sorted over positions: (..., K, M), one empirical quantile function each."""
+    *batch, h, w, c = features.shape
+    f = features.reshape(*batch, h * w, c)
+    projected = jnp.einsum("...mc,ck->...km", f, directions.astype(f.dtype),
+                           preferred_element_type=_accumulation_dtype(f))  # fmt: skip
+    return jnp.sort(projected, axis=-1)
+
+
+def resample_quantiles(sorted_values: jax.Array, count: int) -> jax.Array:
+    """Sorted samples (..., M') as ``count`` evenly spaced quantiles (linear interpolation):
+    a style image of another size compared at the output's number of positions."""
+    m = sorted_values.shape[-1]
+    if m == count:
+        return sorted_values
+    src = (jnp.arange(m) + 0.5) / m
+    dst = (jnp.arange(count) + 0.5) / count
+    flat = sorted_values.reshape(-1, m)
+    out = jax.vmap(lambda row: jnp.interp(dst, src, row))(flat)
+    return out.reshape(*sorted_values.shape[:-1], count)
+
+
+def sliced_wasserstein_layer_loss(features: jax.Array, target_sorted: jax.Array, directions: jax.Array) -> jax.Array:
+    """SW_l = (1/K) Σ_k (1/M) Σ_i (sort(F θ_k)_i − Q_k,i)².
+
+    The squared 2-Wasserstein distance between the distributions of the features'
+    projections on K fixed unit directions θ_k and the style's (quantiles Q, sorted
+    and resampled to M positions), averaged over directions: it matches the whole
+    distribution of activations along each direction, not only its second moments.
+    """
+    diff = sorted_projections(features, directions) - target_sorted
+    return jnp.mean(diff * diff, axis=(-2, -1))

@@ -7,6 +7,16 @@
 A style image of another size than the output is allowed: its Gram matrix A_l is
 rescaled by M_l(output) / M_l(style), i.e. both Grams are compared per position,
 which is the paper's formula exactly when the sizes agree.
+
+Two variants of the style term (``LossLayers.style_loss``):
+
+- ``"gram"`` with region masks (Gatys et al. 2017): style i paints the content region
+  its mask m_i weighs, E_l = Σ_i π_i ¼ Σ ((Ĝ_i − Â_i) / (N_l M_l))², with the guided
+  Grams Ĝ of ``losses.guided_gram_matrix`` and π_i region i's share of the mask mass
+  (one all-ones mask gives the plain loss);
+- ``"sliced_wasserstein"``: E_l = SW_l of ``losses.sliced_wasserstein_layer_loss``, on
+  N_l fixed random unit directions per layer; several styles blend by averaging their
+  quantile functions (the 1-D Wasserstein barycentre).
 """
 
 from __future__ import annotations
@@ -19,8 +29,13 @@ import jax.numpy as jnp
 
 from .checks import finite_number
 from .errors import OptionError
-from .losses import content_loss, gram_matrix, style_loss, total_loss, total_variation
-from .vgg import check_layers, check_pooling, vgg19_features
+from .losses import (
+    content_loss, downsample_mask, gram_matrix, guided_gram_matrix, resample_quantiles, sliced_wasserstein_layer_loss,
+    sorted_projections, style_loss, total_loss, total_variation,
+)  # fmt: skip
+from .vgg import CONV_LAYERS, LAYERS, check_layers, check_pooling, vgg19_features
+
+STYLE_LOSSES = ("gram", "sliced_wasserstein")
 
 
 class LossLayers(NamedTuple):
@@ -29,6 +44,7 @@ class LossLayers(NamedTuple):
     content: tuple[str, ...] = ("relu4_2",)
     style: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     pooling: str = "max"
+    style_loss: str = "gram"  # or "sliced_wasserstein"
 
     def checked(self) -> "LossLayers":
         content = check_layers(self.content, "content layer")
@@ -37,18 +53,23 @@ class LossLayers(NamedTuple):
             raise OptionError("give at least one content or style layer")
         if len(set(style)) != len(style) or len(set(content)) != len(content):
             raise OptionError("a layer is listed twice in the content or style layers")
-        return LossLayers(content, style, check_pooling(self.pooling))
+        if self.style_loss not in STYLE_LOSSES:
+            raise OptionError(f"style loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
+        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss)
 
 
 class Targets(NamedTuple):
     """The arrays the loss compares against, and the loss weights (a pytree)."""
 
     content: dict[str, jax.Array]  # P_l: (1, H_l, W_l, C_l) features of the content image
-    style_grams: dict[str, jax.Array]  # A_l, rescaled to the output's size: (C_l, C_l)
+    style_grams: dict[str, jax.Array]  # A_l, rescaled to the output's size: (C_l, C_l), (R, C_l, C_l) with masks
     style_layer_weights: dict[str, jax.Array]  # w_l
     content_weight: jax.Array  # α
     style_weight: jax.Array  # β
     tv_weight: jax.Array  # γ
+    style_masks: dict[str, jax.Array] = {}  # region masks at each style layer's size: (R, H_l, W_l)
+    style_quantiles: dict[str, jax.Array] = {}  # sliced Wasserstein: target quantiles (K, M_l)
+    directions: dict[str, jax.Array] = {}  # sliced Wasserstein: unit directions (C_l, K)
 
 
 def _positions(features: jax.Array) -> int:
@@ -69,6 +90,51 @@ def _style_grams(params, style_image, layers: LossLayers, output_shape):
     }
 
 
+@functools.partial(jax.jit, static_argnames=("layers", "output_shape"))
+def _style_quantiles(params, style_image, directions, layers: LossLayers, output_shape):
+    """Sorted projections of one style image's features, resampled to the output's M_l."""
+    features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling)
+    shapes = jax.eval_shape(
+        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
+        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
+    )
+    return {
+        name: resample_quantiles(sorted_projections(f, directions[name])[0], _positions(shapes[name]))
+        for name, f in features.items()
+    }
+
+
+def projection_directions(layers: LossLayers, seed: int = 0) -> dict[str, jax.Array]:
+    """N_l random unit directions (N_l, N_l) per style layer, fixed by ``seed`` and the
+    layer, so the loss is the same function at every step (as L-BFGS needs)."""
+    channels = {name: _channels(name) for name in layers.style}
+    return {
+        name: _unit_columns(jax.random.normal(jax.random.fold_in(jax.random.key(seed), LAYERS.index(name)), (c, c)))
+        for name, c in channels.items()
+    }
+
+
+def _unit_columns(a: jax.Array) -> jax.Array:
+    return a / jnp.linalg.norm(a, axis=0, keepdims=True)
+
+
+def _channels(layer: str) -> int:
+    """Channels of a VGG-19 layer: those of the last convolution at or before it."""
+    from .vgg import CONV_SHAPES
+
+    before = [name for name in LAYERS[: LAYERS.index(layer) + 1] if name in CONV_LAYERS]
+    return CONV_SHAPES[before[-1]][-1] if before else 3
+
+
+def layer_masks(masks: jax.Array, layers: LossLayers, params, output_shape) -> dict[str, jax.Array]:
+    """Region masks (R, H, W) at the output's size, pooled to each style layer's size."""
+    shapes = jax.eval_shape(
+        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
+        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
+    )
+    return {name: downsample_mask(masks, shapes[name].shape[1:3]) for name in layers.style}
+
+
 @functools.partial(jax.jit, static_argnames=("layers",))
 def _content_features(params, content_image, layers: LossLayers):
     return vgg19_features(params, content_image[None], layers.content, pooling=layers.pooling)
@@ -85,11 +151,14 @@ def make_targets(
     tv_weight: float,
     style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
     style_blend_weights: Sequence[float] | None = None,
+    masks: Sequence[jax.Array] | None = None,
 ) -> Targets:
     """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5).
 
     ``style_image`` may be a list of images: then A_l = Σ_i b_i A_l^(i), with the
-    ``style_blend_weights`` b normalised to sum to 1 (default: equal).
+    ``style_blend_weights`` b normalised to sum to 1 (default: equal). With ``masks``
+    (one (H, W) array in [0, 1] per style image, the output's size) style i paints
+    the region its mask weighs instead (guided Grams; the Gram loss only).
     """
     content_weight = finite_number(content_weight, "content weight")
     style_weight = finite_number(style_weight, "style weight")
@@ -99,16 +168,49 @@ def make_targets(
     styles = [style_image] if getattr(style_image, "ndim", None) == 3 else list(style_image)
     blend = blend_weights(style_blend_weights, len(styles))
     content = _content_features(params, content_image, layers) if layers.content else {}
-    grams = {}
-    for b, style in zip(blend, styles):
-        if layers.style and b > 0:
-            these = _style_grams(params, jnp.asarray(style, jnp.float32), layers, content_image.shape)
-            grams = {k: grams.get(k, 0.0) + b * g for k, g in these.items()}
+    grams, style_masks, quantiles, directions = {}, {}, {}, {}
+    if masks is not None and layers.style:
+        if layers.style_loss != "gram":
+            raise OptionError("region masks work with the Gram style loss only")
+        region = check_masks(masks, len(styles), content_image.shape[:2])
+        style_masks = layer_masks(region, layers, params, content_image.shape)
+        per_style = [_style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape) for s in styles]
+        grams = {name: jnp.stack([g[name] for g in per_style]) for name in layers.style}
+    elif layers.style_loss == "sliced_wasserstein" and layers.style:
+        directions = projection_directions(layers)
+        for b, style in zip(blend, styles):
+            if b > 0:
+                these = _style_quantiles(params, jnp.asarray(style, jnp.float32), directions, layers, content_image.shape)
+                quantiles = {k: quantiles.get(k, 0.0) + b * q for k, q in these.items()}
+    else:
+        for b, style in zip(blend, styles):
+            if layers.style and b > 0:
+                these = _style_grams(params, jnp.asarray(style, jnp.float32), layers, content_image.shape)
+                grams = {k: grams.get(k, 0.0) + b * g for k, g in these.items()}
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return Targets(
         content, grams, {k: f32(v) for k, v in weights.items()},
-        f32(content_weight), f32(style_weight), f32(tv_weight),
+        f32(content_weight), f32(style_weight), f32(tv_weight), style_masks, quantiles, directions,
     )  # fmt: skip
+
+
+def check_masks(masks: Sequence, count: int, shape: tuple[int, int]) -> jax.Array:
+    """Region masks as one (R, H, W) float32 array, checked: one per style, the output's
+    size, values in [0, 1], none empty."""
+    masks = list(masks)
+    if len(masks) != count:
+        raise OptionError(f"{len(masks)} region masks for {count} style images; give one mask per style")
+    out = []
+    for i, m in enumerate(masks, 1):
+        m = jnp.asarray(m, jnp.float32)
+        if m.shape != tuple(shape):
+            raise OptionError(f"mask {i} has shape {m.shape}; masks must have the output's shape {tuple(shape)}")
+        if not bool(jnp.all((m >= 0) & (m <= 1))):
+            raise OptionError(f"mask {i} has values outside [0, 1]")
+        if not bool(jnp.any(m > 0)):
+            raise OptionError(f"mask {i} is empty (all 0): its style would paint nowhere")
+        out.append(m)
+    return jnp.stack(out)
 
 
 def blend_weights(given: Sequence[float] | None, count: int) -> list[float]:
@@ -149,13 +251,35 @@ def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: Loss
     wanted = tuple(dict.fromkeys(layers.content + layers.style))
     features = vgg19_features(params, image[None], wanted, pooling=layers.pooling)
     content = sum(content_loss(features[name], targets.content[name]) for name in layers.content)
-    style = style_loss(features, targets.style_grams, targets.style_layer_weights)
+    style = _style_term(features, targets, layers)
     tv = total_variation(image)
     content, style = jnp.asarray(content, tv.dtype), jnp.asarray(style, tv.dtype)
     total = total_loss(
         content, style, tv, targets.content_weight, targets.style_weight, targets.tv_weight
     )
     return {"content": content, "style": style, "tv": tv, "total": total}
+
+
+def _style_term(features, targets: Targets, layers: LossLayers) -> jax.Array:
+    weights = targets.style_layer_weights
+    if layers.style_loss == "sliced_wasserstein":
+        return sum(
+            weights[name] * sliced_wasserstein_layer_loss(features[name][0], targets.style_quantiles[name], targets.directions[name])
+            for name in weights
+        )  # fmt: skip
+    if not targets.style_masks:
+        return style_loss(features, targets.style_grams, weights)
+    total = 0.0
+    for name in weights:
+        masks = targets.style_masks[name]  # (R, H_l, W_l)
+        mass = jnp.sum(masks * masks, axis=(-2, -1))
+        shares = mass / jnp.sum(mass)
+        grams = guided_gram_matrix(features[name], masks)  # (R, C, C) by broadcasting (1, H, W, C)
+        *_, h, w, c = features[name].shape
+        scale = 1.0 / (c * h * w)
+        per_region = 0.25 * jnp.sum(jnp.square((grams - targets.style_grams[name]) * scale), axis=(-2, -1))
+        total = total + weights[name] * jnp.sum(shares * per_region)
+    return total
 
 
 def objective(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> jax.Array:
