@@ -24,8 +24,7 @@ import numpy as np
 import jaxstyle
 from jaxstyle.batch import minimize_batch, prepare_batch
 from jaxstyle.optimize import minimize
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
+from shared_images import SHARED  # benchmarks/ is on sys.path when run as a script
 
 
 def _images(size: int, k: int):

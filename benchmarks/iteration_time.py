@@ -20,24 +20,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxstyle
 from jaxstyle.optimize import OptimizerConfig, init_state, run_chunk
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
-
-
-def _images(size: int):
-    content, style = SHARED / "tubingen.jpg", SHARED / "starry_night.jpg"
-    if content.is_file() and style.is_file():
-        return content, style
-    rng = np.random.default_rng(0)
-    return rng.random((size, size, 3), np.float32), rng.random((size, size, 3), np.float32)
+from shared_images import content_and_style  # benchmarks/ is on sys.path when run as a script
 
 
 def measure(size: int, optimizer: str, iterations: int, params) -> dict:
-    content, style = _images(size)
+    content, style = content_and_style(size)
     problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=params)
     args = (problem.params, problem.targets)
     config = OptimizerConfig(optimizer)

@@ -28,16 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxstyle
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
-
-
-def _images(size: int):
-    content, style = SHARED / "tubingen.jpg", SHARED / "starry_night.jpg"
-    if content.is_file() and style.is_file():
-        return content, style
-    rng = np.random.default_rng(0)
-    return rng.random((size, size, 3), np.float32), rng.random((size, size, 3), np.float32)
+from shared_images import content_and_style  # benchmarks/ is on sys.path when run as a script
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -112,7 +103,7 @@ class TorchObjective:
 
 
 def measure(size: int, repeats: int, params, torch) -> dict:
-    content, style = _images(size)
+    content, style = content_and_style(size)
     problem = jaxstyle.prepare(content, style, size=size, weights=params)
     image = np.asarray(problem.init_image)
     # Compare at a generic point, not at the content image (where the content loss is 0).

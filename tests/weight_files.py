@@ -73,23 +73,25 @@ def write_torch_file(path: Path, tensors: dict[str, np.ndarray], *, legacy: bool
     return path
 
 
-def torchvision_layout(params: dict, layers) -> dict[str, np.ndarray]:
-    """jaxstyle params (HWIO) as a torchvision ``vgg19`` state dict (OIHW, ``features.N``)."""
+def _pytorch_layout(params: dict, layers, key) -> dict[str, np.ndarray]:
+    """jaxstyle params (HWIO) as PyTorch conv tensors (OIHW) named ``key(layer)``.weight/.bias."""
     out = {}
     for name in layers:
-        out[f"features.{TORCH_INDEX[name]}.weight"] = np.transpose(params[name]["kernel"], (3, 2, 0, 1))
-        out[f"features.{TORCH_INDEX[name]}.bias"] = params[name]["bias"]
-    out["classifier.0.weight"] = np.zeros((4, 8), np.float32)  # dropped by the converter
+        out[f"{key(name)}.weight"] = np.transpose(params[name]["kernel"], (3, 2, 0, 1))
+        out[f"{key(name)}.bias"] = params[name]["bias"]
+    return out
+
+
+def torchvision_layout(params: dict, layers) -> dict[str, np.ndarray]:
+    """A torchvision ``vgg19`` state dict (``features.N``), with a classifier entry to drop."""
+    out = _pytorch_layout(params, layers, lambda name: f"features.{TORCH_INDEX[name]}")
+    out["classifier.0.weight"] = np.zeros((4, 8), np.float32)
     return out
 
 
 def gatys_layout(params: dict, layers) -> dict[str, np.ndarray]:
-    """jaxstyle params as Gatys' ``vgg_conv.pth`` keys (``conv1_1.weight``, OIHW)."""
-    out = {}
-    for name in layers:
-        out[f"{name}.weight"] = np.transpose(params[name]["kernel"], (3, 2, 0, 1))
-        out[f"{name}.bias"] = params[name]["bias"]
-    return out
+    """Gatys' ``vgg_conv.pth`` keys (``conv1_1.weight``)."""
+    return _pytorch_layout(params, layers, lambda name: name)
 
 
 def write_matconvnet(path: Path, params: dict, layers, mean_rgb, *, bgr_weights: bool) -> Path:
