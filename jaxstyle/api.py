@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
-from .objective import LossLayers, StyleObjective, Targets, blend_weights, make_targets
+from .objective import LossLayers, StyleObjective, Targets, balanced_layer_weights, blend_weights, make_targets
 from . import color
 from .checks import finite_number, whole_number
 from .checkpoint import load_checkpoint, problem_fingerprint
@@ -121,7 +121,7 @@ def prepare(
     tv_weight: float = DEFAULTS["tv_weight"],
     content_layers: Sequence[str] = LossLayers().content,
     style_layers: Sequence[str] = LossLayers().style,
-    style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
+    style_layer_weights: Mapping[str, float] | Sequence[float] | str | None = None,
     pooling: str = DEFAULTS["pooling"],
     init: str | ImageLike = DEFAULTS["init"],
     seed: int = 0,
@@ -134,6 +134,7 @@ def prepare(
     shape: tuple[int, int] | None = None,
     masks: Sequence[ImageLike] | None = None,
     style_loss: str = "gram",
+    average_decay: float = 0.0,
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
 
@@ -145,7 +146,11 @@ def prepare(
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
     layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss).checked()
-    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch))
+    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch,
+                                             average_decay=average_decay))  # fmt: skip
+    balanced = isinstance(style_layer_weights, str)
+    if balanced and style_layer_weights != "balanced":
+        raise OptionError(f"style_layer_weights must be numbers, a mapping, None or 'balanced', got {style_layer_weights!r}")
 
     if preserve_color is not None and preserve_color not in color.MODES:
         raise OptionError(f"preserve_color must be None or one of {', '.join(color.MODES)}, got {preserve_color!r}")
@@ -195,8 +200,10 @@ def prepare(
     targets = make_targets(
         params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_layer_weights=style_layer_weights, style_blend_weights=blend, masks=region_masks,
+        style_layer_weights=None if balanced else style_layer_weights, style_blend_weights=blend, masks=region_masks,
     )  # fmt: skip
+    if balanced and layers.style:
+        targets = targets._replace(style_layer_weights=balanced_layer_weights(x0, params, targets, layers))
     return StyleProblem(
         StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations),
         preserve_color, color_content,
@@ -249,8 +256,13 @@ def stylize(
       ``linesearch`` (L-BFGS's: "zoom" or "backtracking").
     - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ. ``style_weight="auto"``
       is ``auto_style_weight(H, W)``: α/β = 1e-3 at 512×512, the same balance at any size.
-    - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each),
-      ``pooling`` ("max" or "avg").
+    - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each;
+      "balanced": every layer contributes alike at the initial image, see
+      ``objective.balanced_layer_weights``), ``pooling`` ("max" or "avg").
+    - ``average_decay``: return the exponential moving average of the iterates with
+      this decay (``optimize.IterateAverage``; default 0, the last iterate).
+    - ``masks``: one region mask per style image (guided Grams); ``style_loss``:
+      "gram" or "sliced_wasserstein".
     - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
     - ``preserve_color``: None, "luminance", "histogram" or "swap" (see ``jaxstyle.color``).
     - ``style_scale``: the style images' size relative to the output (default 1).

@@ -161,8 +161,8 @@ def minimize_batch(
         done += n
         if callback is not None:
             last = np.array([h[-1] if h else np.nan for h in history], np.float32)
-            callback(BatchProgress(done, batch.iterations, last, state.image[:count]))
-    final = np.array(state.image[:count])
+            callback(BatchProgress(done, batch.iterations, last, state.result[:count]))
+    final = np.array(state.result[:count])
     for i, image in stopped.items():
         final[i] = image
     if stopped:

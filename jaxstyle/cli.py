@@ -26,6 +26,10 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _layer_weights(text: str) -> tuple[float, ...] | str:
+    return text if text == "balanced" else _float_list(text)
+
+
 def _style_weight(text: str) -> float | str:
     if text == "auto":
         return text
@@ -72,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tv-weight", type=float, default=DEFAULTS["tv_weight"], help="gamma (default %(default)s)")
     p.add_argument("--content-layers", type=_layer_list, default=LossLayers().content, help="comma-separated (default relu4_2)")
     p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
-    p.add_argument("--style-layer-weights", type=_float_list, default=None, help="comma-separated, one per style layer (default equal, 1/L)")
+    p.add_argument("--style-layer-weights", type=_layer_weights, default=None,
+                   help="comma-separated, one per style layer (default equal, 1/L), or 'balanced': every layer counts alike at the start")
+    p.add_argument("--average-decay", type=float, default=0.0, metavar="D",
+                   help="return the moving average of the iterates with decay D in [0, 1) (default 0: the last iterate)")
     p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"])
     p.add_argument("--preserve-color", choices=("luminance", "histogram", "swap"), default=None,
                    help="keep the content's colours: transfer luminance only, match the style's colours first, "
@@ -270,7 +277,7 @@ def _options(args) -> dict:
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
-        weights=args.weights, masks=args.masks, style_loss=args.style_loss,
+        weights=args.weights, masks=args.masks, style_loss=args.style_loss, average_decay=args.average_decay,
     )  # fmt: skip
 
 

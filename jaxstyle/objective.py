@@ -31,7 +31,7 @@ from .checks import finite_number
 from .errors import OptionError
 from .losses import (
     content_loss, downsample_mask, gram_matrix, guided_gram_matrix, resample_quantiles, sliced_wasserstein_layer_loss,
-    sorted_projections, style_loss, total_loss, total_variation,
+    sorted_projections, style_layer_loss, style_loss, total_loss, total_variation,
 )  # fmt: skip
 from .vgg import CONV_LAYERS, LAYERS, check_layers, check_pooling, vgg19_features
 
@@ -260,26 +260,48 @@ def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: Loss
     return {"content": content, "style": style, "tv": tv, "total": total}
 
 
+def style_layer_terms(features, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
+    """The unweighted style term E_l of each style layer (Gram, masked Gram or SW)."""
+    terms = {}
+    for name in layers.style:
+        if layers.style_loss == "sliced_wasserstein":
+            terms[name] = sliced_wasserstein_layer_loss(features[name][0], targets.style_quantiles[name], targets.directions[name])
+        elif not targets.style_masks:
+            terms[name] = style_layer_loss(features[name], targets.style_grams[name])
+        else:
+            masks = targets.style_masks[name]  # (R, H_l, W_l)
+            mass = jnp.sum(masks * masks, axis=(-2, -1))
+            grams = guided_gram_matrix(features[name], masks)  # (R, C, C) by broadcasting (1, H, W, C)
+            *_, h, w, c = features[name].shape
+            per_region = 0.25 * jnp.sum(jnp.square((grams - targets.style_grams[name]) / (c * h * w)), axis=(-2, -1))
+            terms[name] = jnp.sum(mass / jnp.sum(mass) * per_region)
+    return terms
+
+
 def _style_term(features, targets: Targets, layers: LossLayers) -> jax.Array:
     weights = targets.style_layer_weights
-    if layers.style_loss == "sliced_wasserstein":
-        return sum(
-            weights[name] * sliced_wasserstein_layer_loss(features[name][0], targets.style_quantiles[name], targets.directions[name])
-            for name in weights
-        )  # fmt: skip
-    if not targets.style_masks:
+    if layers.style_loss == "gram" and not targets.style_masks:
         return style_loss(features, targets.style_grams, weights)
-    total = 0.0
-    for name in weights:
-        masks = targets.style_masks[name]  # (R, H_l, W_l)
-        mass = jnp.sum(masks * masks, axis=(-2, -1))
-        shares = mass / jnp.sum(mass)
-        grams = guided_gram_matrix(features[name], masks)  # (R, C, C) by broadcasting (1, H, W, C)
-        *_, h, w, c = features[name].shape
-        scale = 1.0 / (c * h * w)
-        per_region = 0.25 * jnp.sum(jnp.square((grams - targets.style_grams[name]) * scale), axis=(-2, -1))
-        total = total + weights[name] * jnp.sum(shares * per_region)
-    return total
+    terms = style_layer_terms(features, targets, layers)
+    return sum(weights[name] * terms[name] for name in weights)
+
+
+@functools.partial(jax.jit, static_argnames=("layers",))
+def _style_terms_at(image, params, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
+    features = vgg19_features(params, image[None], layers.style, pooling=layers.pooling)
+    return style_layer_terms(features, targets, layers)
+
+
+def balanced_layer_weights(image: jax.Array, params, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
+    """Style layer weights under which every layer contributes alike at ``image``:
+    w_l = S / (L · E_l(image)) with S = (1/L) Σ_l E_l(image), so that Σ_l w_l E_l equals
+    the equal-weights style loss there and β keeps its meaning. A layer with E_l = 0
+    (already matched) keeps 1/L."""
+    terms = _style_terms_at(jnp.asarray(image, jnp.float32), params, targets, layers)
+    count = len(layers.style)
+    mean = sum(terms.values()) / count
+    return {name: jnp.where(e > 0, mean / (count * jnp.where(e > 0, e, 1.0)), 1.0 / count).astype(jnp.float32)
+            for name, e in terms.items()}  # fmt: skip
 
 
 def objective(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> jax.Array:

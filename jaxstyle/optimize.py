@@ -37,6 +37,8 @@ class OptimizerConfig(NamedTuple):
     ``max_linesearch_steps``: the most evaluations one L-BFGS line search may make.
     ``linesearch``: "zoom" (strong Wolfe conditions, the default) or "backtracking"
     (Armijo only; under vmap it costs fewer evaluations, see ``run_chunk_batched``).
+    ``average_decay``: d in [0, 1); the result is the exponential moving average of
+    the iterates (see ``IterateAverage``); 0 (the default) returns the last iterate.
     """
 
     name: str = "lbfgs"
@@ -44,6 +46,7 @@ class OptimizerConfig(NamedTuple):
     memory_size: int = 20
     max_linesearch_steps: int = 20
     linesearch: str = "zoom"
+    average_decay: float = 0.0
 
 
 def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
@@ -51,7 +54,11 @@ def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
         raise OptionError(f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if config.linesearch not in LINESEARCHES:
         raise OptionError(f"unknown line search {config.linesearch!r}; choose one of {', '.join(LINESEARCHES)}")
+    decay = finite_number(config.average_decay, "average decay")
+    if decay >= 1:
+        raise OptionError(f"average decay must be in [0, 1), got {decay}")
     return config._replace(
+        average_decay=decay,
         learning_rate=finite_number(config.learning_rate, "learning rate", positive=True),
         memory_size=whole_number(config.memory_size, "L-BFGS memory size", minimum=1),
         max_linesearch_steps=whole_number(config.max_linesearch_steps, "L-BFGS line-search steps", minimum=1),
@@ -95,16 +102,40 @@ def _box_bwd(z, g):
 box.defvjp(_box_fwd, _box_bwd)
 
 
+class IterateAverage(NamedTuple):
+    """An exponential moving average of the iterates x_1, x_2, … with bias correction::
+
+        total_t = d · total_{t−1} + (1 − d) · x_t      weight_t = d · weight_{t−1} + (1 − d) = 1 − d^t
+        average_t = total_t / weight_t   (the image itself until the first step)
+
+    With d = 0 the average is the last iterate, exactly. Averaging damps the
+    iterate-to-iterate noise that Adam's fixed step leaves in the pixels.
+    """
+
+    total: jax.Array
+    weight: jax.Array
+
+
 class RunState(NamedTuple):
-    """Everything the loop carries: the image (in [0, 1]) and the optimizer state."""
+    """Everything the loop carries: the image (in [0, 1]), the optimizer state, and
+    the running average of the iterates (what the run returns)."""
 
     image: jax.Array
     opt_state: Any
+    average: IterateAverage
+
+    @property
+    def result(self) -> jax.Array:
+        """The image the run gives: the iterate average (the image before any step)."""
+        total = self.average.total
+        w = self.average.weight.reshape(self.average.weight.shape + (1,) * (total.ndim - self.average.weight.ndim))
+        return jnp.where(w > 0, total / jnp.where(w > 0, w, 1.0), self.image)  # (a batch's too)
 
 
 def init_state(image: jax.Array, config: OptimizerConfig) -> RunState:
     image = jnp.clip(jnp.asarray(image, jnp.float32), 0.0, 1.0)
-    state = RunState(image, make_optimizer(config).init(image))
+    average = IterateAverage(jnp.zeros_like(image), jnp.float32(0.0))
+    state = RunState(image, make_optimizer(config).init(image), average)
     # The optimizer state may hold the image's own buffer; the loop donates its
     # state, and one buffer cannot be donated twice, so give every leaf its own.
     return jax.tree.map(jnp.copy, state)
@@ -128,7 +159,9 @@ def step(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, sta
         value, grad = jax.value_and_grad(fn)(x)
         updates, opt_state = optimizer.update(grad, state.opt_state, x)
     x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-    return RunState(x, opt_state), value
+    d = jnp.float32(config.average_decay)
+    average = IterateAverage(d * state.average.total + (1 - d) * x, d * state.average.weight + (1 - d))
+    return RunState(x, opt_state, average), value
 
 
 def with_value_and_grad(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, state: RunState) -> RunState:
@@ -221,8 +254,8 @@ class Progress(NamedTuple):
     iteration: int  # iterations done so far
     iterations: int  # iterations asked for
     loss: float  # loss at the start of the last iteration run
-    image: jax.Array  # the current image, H×W×3 in [0, 1]
-    state: RunState  # image and optimizer state: what a checkpoint keeps
+    image: jax.Array  # the result so far (the iterate average; see ``RunState.result``), H×W×3 in [0, 1]
+    state: RunState  # image, optimizer state and average: what a checkpoint keeps
 
 
 def minimize(
@@ -241,7 +274,8 @@ def minimize(
     ``loss_fn`` must be a module-level (hashable) function so that the compiled loop
     is reused across calls. ``resume=(state, done)`` continues a run from a saved
     ``RunState`` after ``done`` iterations (``image`` then only gives the shape).
-    Returns the final image and the losses of the iterations run.
+    Returns the final image (the iterate average if ``config.average_decay`` > 0) and
+    the losses of the iterations run.
 
     If the loss becomes NaN or infinite, the run stops, a ``NonFiniteLossWarning`` is
     issued, and the last image whose loss was finite is returned.
@@ -272,5 +306,5 @@ def minimize(
             )
             return result.last_finite, history
         if callback is not None:
-            callback(Progress(done, iterations, history[-1], state.image, state))
-    return state.image, history
+            callback(Progress(done, iterations, history[-1], state.result, state))
+    return state.result, history
