@@ -135,6 +135,8 @@ def prepare(
     masks: Sequence[ImageLike] | None = None,
     style_loss: str = "gram",
     average_decay: float = 0.0,
+    remat: bool = False,
+    compute_dtype: str = "float32",
 ) -> StyleProblem:
     """Check every option, load images and weights, and compute the targets.
 
@@ -145,7 +147,7 @@ def prepare(
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
-    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss).checked()
+    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss, remat, compute_dtype).checked()
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch,
                                              average_decay=average_decay))  # fmt: skip
     balanced = isinstance(style_layer_weights, str)
@@ -263,6 +265,9 @@ def stylize(
       this decay (``optimize.IterateAverage``; default 0, the last iterate).
     - ``masks``: one region mask per style image (guided Grams); ``style_loss``:
       "gram" or "sliced_wasserstein".
+    - ``remat``: recompute each VGG block in the backward pass (less memory, more
+      time); ``compute_dtype``: "bfloat16" runs VGG in bfloat16 (targets, losses and
+      the image stay float32).
     - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
     - ``preserve_color``: None, "luminance", "histogram" or "swap" (see ``jaxstyle.color``).
     - ``style_scale``: the style images' size relative to the output (default 1).

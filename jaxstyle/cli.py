@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
     p.add_argument("--style-layer-weights", type=_layer_weights, default=None,
                    help="comma-separated, one per style layer (default equal, 1/L), or 'balanced': every layer counts alike at the start")
+    p.add_argument("--remat", action="store_true",
+                   help="recompute each VGG block in the backward pass: much less memory for large images, ~1/3 more time")
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16 runs VGG in bfloat16 (for accelerators; losses stay float32)")
     p.add_argument("--average-decay", type=float, default=0.0, metavar="D",
                    help="return the moving average of the iterates with decay D in [0, 1) (default 0: the last iterate)")
     p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"])
@@ -278,6 +282,7 @@ def _options(args) -> dict:
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
         weights=args.weights, masks=args.masks, style_loss=args.style_loss, average_decay=args.average_decay,
+        remat=args.remat, compute_dtype=args.compute_dtype,
     )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from .losses import (
     content_loss, downsample_mask, gram_matrix, guided_gram_matrix, resample_quantiles, sliced_wasserstein_layer_loss,
     sorted_projections, style_layer_loss, style_loss, total_loss, total_variation,
 )  # fmt: skip
-from .vgg import CONV_LAYERS, LAYERS, check_layers, check_pooling, vgg19_features
+from .vgg import COMPUTE_DTYPES, CONV_LAYERS, LAYERS, check_layers, check_pooling, vgg19_features
 
 STYLE_LOSSES = ("gram", "sliced_wasserstein")
 
@@ -45,6 +45,8 @@ class LossLayers(NamedTuple):
     style: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     pooling: str = "max"
     style_loss: str = "gram"  # or "sliced_wasserstein"
+    remat: bool = False  # recompute each VGG block in the backward pass (less memory)
+    compute_dtype: str = "float32"  # or "bfloat16": the network in bfloat16, losses in float32
 
     def checked(self) -> "LossLayers":
         content = check_layers(self.content, "content layer")
@@ -55,7 +57,9 @@ class LossLayers(NamedTuple):
             raise OptionError("a layer is listed twice in the content or style layers")
         if self.style_loss not in STYLE_LOSSES:
             raise OptionError(f"style loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
-        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss)
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss, bool(self.remat), self.compute_dtype)
 
 
 class Targets(NamedTuple):
@@ -249,7 +253,8 @@ def _layer_weights(style_layers, given) -> dict[str, float]:
 def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> dict:
     """The three loss terms and their weighted total for one (H, W, 3) image."""
     wanted = tuple(dict.fromkeys(layers.content + layers.style))
-    features = vgg19_features(params, image[None], wanted, pooling=layers.pooling)
+    features = vgg19_features(params, image[None], wanted, pooling=layers.pooling, remat=layers.remat,
+                              compute_dtype=layers.compute_dtype)  # fmt: skip
     content = sum(content_loss(features[name], targets.content[name]) for name in layers.content)
     style = _style_term(features, targets, layers)
     tv = total_variation(image)

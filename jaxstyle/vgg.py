@@ -25,6 +25,7 @@ and makes the preprocessing travel with the weights.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -136,10 +137,14 @@ def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
 
 
 def _correlate(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    # Cross-correlation with zero "SAME" padding, as in Caffe and Keras.
-    return jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    # Cross-correlation with zero "SAME" padding, as in Caffe and Keras. Low-precision
+    # inputs (bfloat16) accumulate in float32 and are rounded once, at the output.
+    low = x.dtype != jnp.float32 and jnp.finfo(x.dtype).bits < 32
+    y = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=jnp.float32 if low else None,
     )
+    return y.astype(x.dtype)
 
 
 def backward_kernel(kernel: jax.Array) -> jax.Array:
@@ -209,33 +214,67 @@ def check_pooling(pooling: str) -> str:
     return pooling
 
 
-def vgg19_features(
-    params: Mapping, images: jax.Array, layers: Sequence[str], *, pooling: str = "max"
-) -> dict[str, jax.Array]:
-    """Activations of VGG-19 at ``layers`` for NHWC RGB ``images`` in [0, 1].
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
-    Only the network up to the deepest requested layer is computed. ``pooling`` is
-    ``"max"`` (the network as trained) or ``"avg"`` (what Gatys et al. used).
-    Returns ``{layer_name: (N, H_l, W_l, C_l) array}``.
-    """
-    wanted = set(check_layers(layers))
-    check_pooling(pooling)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise OptionError(f"images must be NHWC with 3 channels, got shape {images.shape}")
-    x = preprocess(params, images)
-    last = _LAYER_INDEX[deepest_layer(wanted)]
+
+def _run_block(names: tuple[str, ...], wanted: frozenset, pooling: str, x: jax.Array, convs: Mapping):
+    """Layers ``names`` (one block, ending at its pooling) from ``x``; the ``wanted`` ones returned."""
     features = {}
-    for name in LAYERS[: last + 1]:
+    for name in names:
         if name.startswith("conv"):
-            if name not in params:
-                raise OptionError(f"these weights have no {name}; use weights that include it")
-            x = _conv(x, params[name])
+            x = _conv(x, convs[name])
         elif name.startswith("relu"):
             x = jax.nn.relu(x)
         else:
             x = _pool(x, pooling)
         if name in wanted:
             features[name] = x
+    return x, features
+
+
+def vgg19_features(
+    params: Mapping,
+    images: jax.Array,
+    layers: Sequence[str],
+    *,
+    pooling: str = "max",
+    remat: bool = False,
+    compute_dtype: str = "float32",
+) -> dict[str, jax.Array]:
+    """Activations of VGG-19 at ``layers`` for NHWC RGB ``images`` in [0, 1].
+
+    Only the network up to the deepest requested layer is computed. ``pooling`` is
+    ``"max"`` (the network as trained) or ``"avg"`` (what Gatys et al. used).
+    ``remat``: under differentiation, keep only each block's output and the requested
+    features, and recompute the rest of a block in the backward pass
+    (``jax.checkpoint`` per block: less memory for one more forward pass).
+    ``compute_dtype``: "bfloat16" runs the network in bfloat16 (convolutions
+    accumulate in float32); the features come back in it.
+    Returns ``{layer_name: (N, H_l, W_l, C_l) array}``.
+    """
+    wanted = set(check_layers(layers))
+    check_pooling(pooling)
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise OptionError(f"images must be NHWC with 3 channels, got shape {images.shape}")
+    x = preprocess(params, images).astype(compute_dtype)
+    last = _LAYER_INDEX[deepest_layer(wanted)]
+    blocks, block = [], []
+    for name in LAYERS[: last + 1]:
+        if name.startswith("conv") and name not in params:
+            raise OptionError(f"these weights have no {name}; use weights that include it")
+        block.append(name)
+        if name.startswith("pool") or name == LAYERS[last]:
+            blocks.append(tuple(block))
+            block = []
+    features = {}
+    for names in blocks:
+        run = functools.partial(_run_block, names, frozenset(wanted.intersection(names)), pooling)
+        if remat:
+            run = jax.checkpoint(run)
+        x, found = run(x, {name: params[name] for name in names if name.startswith("conv")})
+        features.update(found)
     return features
 
 
