@@ -39,13 +39,16 @@ PRESETS = {
     "paper": dict(init="noise", optimizer="lbfgs", pooling="avg", iterations=500),
     # Adam from the content image: cheaper iterations, fewer of them.
     "fast": dict(init="content", optimizer="adam", learning_rate=0.02, iterations=200),
-    # Coarse to fine over three sizes (×√2 apart): the painting's large-scale structure.
-    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=150),
+    # Coarse to fine over three sizes (×√2 apart): the painting's large-scale structure;
+    # every style layer counting alike (with its own auto β); the iterates averaged.
+    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=150, style_layer_weights="balanced",
+               average_decay=0.9),
 }
 
-#: β of ``style_weight="auto"`` for a 512×512 output, per style loss. Gram: α/β = 1e-3
-#: with α = 1, the paper's ratio. Sliced Wasserstein: chosen by eye (see README).
-AUTO_STYLE_WEIGHT_512 = {"gram": 1e3, "sliced_wasserstein": 2e8}
+#: β of ``style_weight="auto"`` for a 512×512 output, per style term. Gram: α/β = 1e-3
+#: with α = 1, the paper's ratio. Gram with balanced layer weights, and sliced
+#: Wasserstein: chosen by eye (see README).
+AUTO_STYLE_WEIGHT_512 = {"gram": 1e3, "gram_balanced": 2e2, "sliced_wasserstein": 2e8}
 
 
 def auto_style_weight(height: int, width: int, style_loss: str = "gram") -> float:
@@ -196,7 +199,8 @@ def prepare(
     if isinstance(style_weight, str):
         if style_weight != "auto":
             raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
-        style_weight = auto_style_weight(*content_arr.shape[:2], layers.style_loss)
+        kind = "gram_balanced" if balanced and layers.style_loss == "gram" else layers.style_loss
+        style_weight = auto_style_weight(*content_arr.shape[:2], kind)
 
     params = vgg_params(weights)
     targets = make_targets(

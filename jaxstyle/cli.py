@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default="gram",
                    help="Gram matrices (the paper), or sliced Wasserstein: whole feature distributions (default %(default)s)")
     p.add_argument("--preset", choices=("paper", "fast", "hq"), default=None,
-                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine, 150 iterations each")
+                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine, 150 iterations each, balanced layer weights, averaged iterates")
     p.add_argument("--scales", type=int, default=1, metavar="N",
                    help="coarse to fine: N sizes x√2 apart ending at --size, --iterations at each (default 1)")
     p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")

@@ -71,6 +71,8 @@ def test_balanced_layer_weights_make_every_layer_count_alike_at_the_start(random
     np.testing.assert_allclose(contributions, contributions[0], rtol=1e-4)  # alike
     assert sum(contributions) == pytest.approx(np.mean(list(energies.values())), rel=1e-4)  # β keeps its meaning
     assert max(weights.values()) / min(weights.values()) > 1.5  # the layers did differ
+    # Its automatic β is its own (chosen by eye): 2e2 · H·W / 512².
+    assert float(problem.targets.style_weight) == pytest.approx(2e2 * 40 * 40 / 512**2, rel=1e-6)
     with pytest.raises(OptionError, match="'balanced'"):
         jaxstyle.prepare(content, style, style_layer_weights="equal", **common)
 

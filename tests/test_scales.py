@@ -70,7 +70,8 @@ def test_presets_set_options_and_explicit_ones_win(random_params, rng, monkeypat
     for preset, explicit, want in [
         ("paper", {}, {"init": "noise", "pooling": "avg", "optimizer": "lbfgs", "iterations": 500}),
         ("fast", {"iterations": 7}, {"optimizer": "adam", "iterations": 7}),
-        ("hq", {"size": 64}, {"size": 32, "optimizer": "lbfgs"}),  # the first of three: 32, 45, 64
+        ("hq", {"size": 64}, {"size": 32, "optimizer": "lbfgs", "style_layer_weights": "balanced",
+                              "average_decay": 0.9}),  # the first of three: 32, 45, 64
     ]:  # fmt: skip
         with pytest.raises(Seen):
             jaxstyle.stylize(content, content, preset=preset, weights=random_params, **explicit)
@@ -90,3 +91,4 @@ def test_cli_presets_yield_to_explicit_flags(monkeypatch, image_files, random_we
     assert seen[-1].optimizer == "adam" and seen[-1].iterations == 9 and seen[-1].learning_rate == 0.02
     assert main([*base, "--preset", "hq"]) == 0
     assert seen[-1].scales == 3 and seen[-1].iterations == 150
+    assert seen[-1].style_layer_weights == "balanced" and seen[-1].average_decay == 0.9
