@@ -258,7 +258,9 @@ def vgg19_features(
         raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise OptionError(f"images must be NHWC with 3 channels, got shape {images.shape}")
-    x = preprocess(params, images).astype(compute_dtype)
+    x = preprocess(params, images)
+    if compute_dtype != "float32":  # "float32": the inputs' own precision (float64 in gradient checks)
+        x = x.astype(compute_dtype)
     last = _LAYER_INDEX[deepest_layer(wanted)]
     blocks, block = [], []
     for name in LAYERS[: last + 1]:
