@@ -55,9 +55,10 @@ class TorchObjective:
         self.style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
         self.style_weight = float(style_weight)
         with torch.inference_mode():
-            self.content_target = self.features(self._nchw(content))["relu4_2"].clone()
+            content_features = self.features(self._nchw(content))
+            self.content_target = content_features["relu4_2"].clone()
             style_features = self.features(self._nchw(style))
-            out_positions = {k: v.shape[2] * v.shape[3] for k, v in self.features(self._nchw(content)).items()}
+            out_positions = {k: v.shape[2] * v.shape[3] for k, v in content_features.items()}
             self.grams = {
                 k: (self.gram(style_features[k]) * (out_positions[k] / (style_features[k].shape[2] * style_features[k].shape[3]))).clone()
                 for k in self.style_layers

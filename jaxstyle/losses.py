@@ -41,10 +41,14 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     Computed as ¼ Σ ((G − A) / (N_l M_l))² so that no intermediate overflows or
     loses precision on large images.
     """
-    *_, h, w, c = features.shape
-    scale = 1.0 / (c * h * w)
-    diff = (gram_matrix(features) - target_gram) * scale
-    return 0.25 * jnp.sum(diff * diff)
+    return _gram_distance(gram_matrix(features), target_gram, features.shape, axis=None)
+
+
+def _gram_distance(gram: jax.Array, target: jax.Array, shape, axis) -> jax.Array:
+    """¼ Σ ((G − A) / (N_l M_l))² over ``axis`` (None: everything), for features of ``shape``."""
+    *_, h, w, c = shape
+    diff = (gram - target) / (c * h * w)
+    return 0.25 * jnp.sum(diff * diff, axis=axis)
 
 
 def style_loss(
@@ -92,6 +96,14 @@ def guided_gram_matrix(features: jax.Array, mask: jax.Array) -> jax.Array:
     weighted = features * mask[..., None].astype(features.dtype)
     mass = jnp.sum(jnp.square(mask.astype(_accumulation_dtype(features))), axis=(-2, -1))
     return gram_matrix(weighted) * (h * w / mass)[..., None, None]
+
+
+def guided_style_layer_loss(features: jax.Array, masks: jax.Array, target_grams: jax.Array) -> jax.Array:
+    """E_l = Σ_i π_i ¼ Σ ((Ĝ_i − Â_i) / (N_l M_l))² for region masks (R, H_l, W_l), with
+    π_i region i's share Σ m_i² / Σ_j Σ m_j² of the mask mass (one all-ones mask: E_l)."""
+    mass = jnp.sum(masks * masks, axis=(-2, -1))
+    grams = guided_gram_matrix(features, masks)  # (R, C, C): (1, H, W, C) broadcast against (R, H, W)
+    return jnp.sum(mass / jnp.sum(mass) * _gram_distance(grams, target_grams, features.shape, axis=(-2, -1)))
 
 
 def downsample_mask(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:

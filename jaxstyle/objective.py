@@ -30,10 +30,10 @@ import jax.numpy as jnp
 from .checks import finite_number
 from .errors import OptionError
 from .losses import (
-    content_loss, downsample_mask, gram_matrix, guided_gram_matrix, resample_quantiles, sliced_wasserstein_layer_loss,
-    sorted_projections, style_layer_loss, style_loss, total_loss, total_variation,
+    content_loss, downsample_mask, gram_matrix, guided_style_layer_loss, resample_quantiles,
+    sliced_wasserstein_layer_loss, sorted_projections, style_layer_loss, total_loss, total_variation,
 )  # fmt: skip
-from .vgg import COMPUTE_DTYPES, CONV_LAYERS, LAYERS, check_layers, check_pooling, vgg19_features
+from .vgg import COMPUTE_DTYPES, LAYERS, check_layers, check_pooling, vgg19_features
 
 STYLE_LOSSES = ("gram", "sliced_wasserstein")
 
@@ -80,14 +80,19 @@ def _positions(features: jax.Array) -> int:
     return features.shape[-3] * features.shape[-2]
 
 
+def _output_shapes(params, layers: LossLayers, output_shape) -> dict:
+    """Shapes (1, H_l, W_l, C_l) of the style layers' features for an output of ``output_shape``."""
+    return jax.eval_shape(
+        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
+        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("layers", "output_shape"))
 def _style_grams(params, style_image, layers: LossLayers, output_shape):
     """Style Grams A_l of one (H, W, 3) style image, scaled to an output of ``output_shape``."""
     features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling)
-    shapes = jax.eval_shape(
-        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
-        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
-    )
+    shapes = _output_shapes(params, layers, output_shape)
     return {
         name: gram_matrix(f)[0] * (_positions(shapes[name]) / _positions(f))
         for name, f in features.items()
@@ -98,20 +103,17 @@ def _style_grams(params, style_image, layers: LossLayers, output_shape):
 def _style_quantiles(params, style_image, directions, layers: LossLayers, output_shape):
     """Sorted projections of one style image's features, resampled to the output's M_l."""
     features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling)
-    shapes = jax.eval_shape(
-        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
-        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
-    )
+    shapes = _output_shapes(params, layers, output_shape)
     return {
         name: resample_quantiles(sorted_projections(f, directions[name])[0], _positions(shapes[name]))
         for name, f in features.items()
     }
 
 
-def projection_directions(layers: LossLayers, seed: int = 0) -> dict[str, jax.Array]:
-    """N_l random unit directions (N_l, N_l) per style layer, fixed by ``seed`` and the
-    layer, so the loss is the same function at every step (as L-BFGS needs)."""
-    channels = {name: _channels(name) for name in layers.style}
+def projection_directions(channels: Mapping[str, int], seed: int = 0) -> dict[str, jax.Array]:
+    """N_l random unit directions (N_l, N_l) per style layer (``channels``: layer → N_l),
+    fixed by ``seed`` and the layer, so the loss is the same function at every step (as
+    L-BFGS needs)."""
     return {
         name: _unit_columns(jax.random.normal(jax.random.fold_in(jax.random.key(seed), LAYERS.index(name)), (c, c)))
         for name, c in channels.items()
@@ -122,20 +124,10 @@ def _unit_columns(a: jax.Array) -> jax.Array:
     return a / jnp.linalg.norm(a, axis=0, keepdims=True)
 
 
-def _channels(layer: str) -> int:
-    """Channels of a VGG-19 layer: those of the last convolution at or before it."""
-    from .vgg import CONV_SHAPES
-
-    before = [name for name in LAYERS[: LAYERS.index(layer) + 1] if name in CONV_LAYERS]
-    return CONV_SHAPES[before[-1]][-1] if before else 3
-
 
 def layer_masks(masks: jax.Array, layers: LossLayers, params, output_shape) -> dict[str, jax.Array]:
     """Region masks (R, H, W) at the output's size, pooled to each style layer's size."""
-    shapes = jax.eval_shape(
-        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
-        jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
-    )
+    shapes = _output_shapes(params, layers, output_shape)
     return {name: downsample_mask(masks, shapes[name].shape[1:3]) for name in layers.style}
 
 
@@ -181,7 +173,8 @@ def make_targets(
         per_style = [_style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape) for s in styles]
         grams = {name: jnp.stack([g[name] for g in per_style]) for name in layers.style}
     elif layers.style_loss == "sliced_wasserstein" and layers.style:
-        directions = projection_directions(layers)
+        shapes = _output_shapes(params, layers, content_image.shape)
+        directions = projection_directions({name: shapes[name].shape[-1] for name in layers.style})
         for b, style in zip(blend, styles):
             if b > 0:
                 these = _style_quantiles(params, jnp.asarray(style, jnp.float32), directions, layers, content_image.shape)
@@ -271,23 +264,17 @@ def style_layer_terms(features, targets: Targets, layers: LossLayers) -> dict[st
     for name in layers.style:
         if layers.style_loss == "sliced_wasserstein":
             terms[name] = sliced_wasserstein_layer_loss(features[name][0], targets.style_quantiles[name], targets.directions[name])
-        elif not targets.style_masks:
-            terms[name] = style_layer_loss(features[name], targets.style_grams[name])
+        elif targets.style_masks:
+            terms[name] = guided_style_layer_loss(features[name], targets.style_masks[name], targets.style_grams[name])
         else:
-            masks = targets.style_masks[name]  # (R, H_l, W_l)
-            mass = jnp.sum(masks * masks, axis=(-2, -1))
-            grams = guided_gram_matrix(features[name], masks)  # (R, C, C) by broadcasting (1, H, W, C)
-            *_, h, w, c = features[name].shape
-            per_region = 0.25 * jnp.sum(jnp.square((grams - targets.style_grams[name]) / (c * h * w)), axis=(-2, -1))
-            terms[name] = jnp.sum(mass / jnp.sum(mass) * per_region)
+            terms[name] = style_layer_loss(features[name], targets.style_grams[name])
     return terms
 
 
 def _style_term(features, targets: Targets, layers: LossLayers) -> jax.Array:
-    weights = targets.style_layer_weights
-    if layers.style_loss == "gram" and not targets.style_masks:
-        return style_loss(features, targets.style_grams, weights)
+    """L_style = Σ_l w_l E_l."""
     terms = style_layer_terms(features, targets, layers)
+    weights = targets.style_layer_weights
     return sum(weights[name] * terms[name] for name in weights)
 
 

@@ -139,7 +139,7 @@ def preprocess(params: Mapping, images: jax.Array) -> jax.Array:
 def _correlate(x: jax.Array, kernel: jax.Array) -> jax.Array:
     # Cross-correlation with zero "SAME" padding, as in Caffe and Keras. Low-precision
     # inputs (bfloat16) accumulate in float32 and are rounded once, at the output.
-    low = x.dtype != jnp.float32 and jnp.finfo(x.dtype).bits < 32
+    low = jnp.finfo(x.dtype).bits < 32
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(x.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         preferred_element_type=jnp.float32 if low else None,

@@ -16,7 +16,6 @@ layers or dtypes) or checking against it needs no second download.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from jaxstyle.atomic import atomic_path
 from jaxstyle.errors import WeightsError
 from jaxstyle.weights import cache_dir
 
+from .convert import file_hashes
 from .keras_h5 import convert_keras_h5
 
 KERAS_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -45,16 +45,8 @@ class Source(Protocol):
         """Put the HDF5 file in ``workdir`` (or find it) and return its path; raise on failure."""
 
 
-def _md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_md5(path: Path, md5: str) -> Path:
-    got = _md5_of(path)
+    got = file_hashes(path)["md5"]
     if got != md5:
         raise WeightsError(f"md5 {got} differs from the expected {md5}")
     return path
