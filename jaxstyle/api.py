@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ from . import color
 from .checks import finite_number, whole_number
 from .checkpoint import load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
-from .vgg import add_backward_kernels, min_image_side
+from .vgg import add_backward_kernels, convs_needed, min_image_side
 from .weights import load_weights
 
 #: Defaults: see README "Defaults and where they come from".
@@ -202,7 +202,7 @@ def prepare(
         kind = "gram_balanced" if balanced and layers.style_loss == "gram" else layers.style_loss
         style_weight = auto_style_weight(*content_arr.shape[:2], kind)
 
-    params = vgg_params(weights)
+    params = vgg_params(weights, layers.content + layers.style)
     targets = make_targets(
         params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
@@ -297,11 +297,17 @@ def stylize(
     return solve(prepare(content, style, **options), callback=callback, chunk_size=chunk_size)
 
 
-def vgg_params(weights: str | os.PathLike | Mapping | None) -> dict:
+def vgg_params(weights: str | os.PathLike | Mapping | None, layers: Iterable[str] | None = None) -> dict:
     """Weights ready for the loop: loaded if a path (or located if None), on the device,
-    with backward kernels. Already-prepared params pass through unchanged, so a caller
-    running several problems (scales, batch items) loads and prepares them once."""
+    prepared by ``add_backward_kernels``. With ``layers``, convolutions deeper than
+    the deepest of them are left out (they would only hold memory). Already-prepared
+    params pass through unchanged, so a caller running several problems (scales,
+    batch items) loads and prepares them once."""
     params = weights if isinstance(weights, Mapping) else load_weights(weights)
+    layers = tuple(layers or ())
+    if layers:
+        needed = set(convs_needed(layers))
+        params = {name: value for name, value in params.items() if not name.startswith("conv") or name in needed}
     return add_backward_kernels(jax.tree.map(jnp.asarray, params))
 
 

@@ -24,8 +24,26 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     Unnormalised, as in the paper; ``style_layer_loss`` does the normalising.
     """
     *batch, h, w, c = features.shape
-    f = features.reshape(*batch, h * w, c)
+    return _gram(features.reshape(*batch, h * w, c))
+
+
+@jax.custom_vjp
+def _gram(f: jax.Array) -> jax.Array:
     return jnp.einsum("...mi,...mj->...ij", f, f, preferred_element_type=_accumulation_dtype(f))
+
+
+def _gram_fwd(f):
+    return _gram(f), f
+
+
+def _gram_bwd(f, g):
+    # ∂(FᵀF)/∂F applied to g is F (g + gᵀ): one product, and already (M, C), where
+    # autodiff's two products came out (C, M) and were transposed.
+    sym = (g + jnp.swapaxes(g, -1, -2)).astype(f.dtype)
+    return (jnp.einsum("...mi,...ij->...mj", f, sym, preferred_element_type=_accumulation_dtype(f)).astype(f.dtype),)
+
+
+_gram.defvjp(_gram_fwd, _gram_bwd)
 
 
 def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
