@@ -139,3 +139,19 @@ def test_prepared_network_matches_the_plain_one(random_params, rng):
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_want), atol=1e-3 * float(jnp.abs(g_want).max()))
     # Preparing prepared params changes nothing, whichever way they were prepared.
     assert add_backward_kernels(exact, winograd=True)["conv2_1"].keys() == exact["conv2_1"].keys()
+
+
+def test_prepared_weights_choose_the_convolutions(random_params, rng):
+    # On this (CPU) backend prepare() turns Winograd on; weights prepared without it
+    # pass through as they are, and give the same objective up to rounding.
+    from jaxstyle import prepare
+
+    content, style = rng.random((40, 48, 3)), rng.random((32, 32, 3))
+    options = dict(size=48, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
+    auto = prepare(content, style, weights=random_params, **options)
+    plain = prepare(content, style, weights=add_backward_kernels(random_params, winograd=False), **options)
+    assert "winograd" in auto.params["conv2_1"] and "winograd" not in plain.params["conv2_1"]
+    assert "conv2_2" not in auto.params  # deeper than any loss layer: left out
+    x = auto.init_image
+    a, b = auto.objective(x, auto.params, auto.targets), plain.objective(x, plain.params, plain.targets)
+    assert abs(float(a) - float(b)) <= 1e-4 * abs(float(b)) and float(b) > 0
