@@ -4,7 +4,7 @@
 
 Runs iteration_time, compile_time, memory and batch_throughput, and, when torch is
 installed (``pip install -e '.[torch]'``), vs_torch and time_to_quality; each prints
-its own table as it goes. ``--quick`` runs small sizes and few repeats (a few
+its own table as it goes. ``--quick`` runs small sizes and few repeats (about five
 minutes: to check the scripts work, not for figures); the full run takes about
 25 minutes on a 2-core CPU, most of it PyTorch's 1000 L-BFGS iterations.
 Returns non-zero if any script failed, naming it.
