@@ -6,7 +6,8 @@ Runs iteration_time, compile_time, memory and batch_throughput, and, when torch 
 installed (``pip install -e '.[torch]'``), vs_torch and time_to_quality; each prints
 its own table as it goes. ``--quick`` runs small sizes and few repeats (about five
 minutes: to check the scripts work, not for figures); the full run takes about
-25 minutes on a 2-core CPU, most of it PyTorch's 1000 L-BFGS iterations.
+45 minutes on a 2-core CPU: memory.py's bisection computes style targets at large
+sizes, and PyTorch's 1000 L-BFGS iterations take seven.
 Returns non-zero if any script failed, naming it.
 """
 
