@@ -49,11 +49,11 @@ PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float32": 494.0}, "H200": {"bfloat16
 def model_flops(h: int, w: int, layers: LossLayers = LossLayers()) -> float:
     """FLOPs of one value+gradient at an h×w image, counted from the layer shapes."""
     flops, side = 0.0, (h, w)
-    wanted = layers.content + layers.style
-    for name in LAYERS[: LAYERS.index(max(wanted, key=LAYERS.index)) + 1]:
+    convs = convs_needed(layers.content + layers.style)
+    for name in LAYERS[: LAYERS.index(convs[-1]) + 2]:  # up to the last needed ReLU
         if name.startswith("pool"):
             side = (side[0] // 2, side[1] // 2)
-        elif name in convs_needed(wanted):
+        elif name in convs:
             _, _, cin, cout = CONV_SHAPES[name]
             flops += 2 * (2 * 9 * cin * cout * side[0] * side[1])  # forward + input gradient
         if name in layers.style:
