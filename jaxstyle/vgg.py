@@ -157,43 +157,30 @@ def backward_kernel(kernel: jax.Array) -> jax.Array:
     return jnp.asarray(xp.flip(kernel, (0, 1)).swapaxes(2, 3))
 
 
-@jax.custom_vjp
-def _correlate_precomputed(x, kernel, kernel_bwd):
-    return _correlate(x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _correlate_precomputed(apply, x, kernel, forward, backward):
+    """``apply(x, forward)``, the correlation of x with ``kernel`` in a precomputed
+    form, whose input gradient is ``apply(g, backward)`` (the same correlation with
+    the backward kernel). Kernel gradients are the direct correlation's."""
+    return apply(x, forward)
 
 
-def _correlate_precomputed_fwd(x, kernel, kernel_bwd):
-    return _correlate(x, kernel), (x, kernel, kernel_bwd)
+def _correlate_precomputed_fwd(apply, x, kernel, forward, backward):
+    return apply(x, forward), (x, kernel, forward, backward)
 
 
-def _correlate_precomputed_bwd(residuals, g):
-    x, kernel, kernel_bwd = residuals
+def _correlate_precomputed_bwd(apply, residuals, g):
+    x, kernel, forward, backward = residuals
     _, kernel_vjp = jax.vjp(lambda k: _correlate(x, k), kernel)  # removed by XLA when unused
     (kernel_grad,) = kernel_vjp(g)
-    return _correlate(g, kernel_bwd), kernel_grad, jnp.zeros_like(kernel_bwd)
+    return apply(g, backward), kernel_grad, jnp.zeros_like(forward), jnp.zeros_like(backward)
 
 
 _correlate_precomputed.defvjp(_correlate_precomputed_fwd, _correlate_precomputed_bwd)
 
 
-@jax.custom_vjp
-def _winograd_precomputed(x, kernel, u, u_bwd):
+def _winograd(x: jax.Array, u: jax.Array) -> jax.Array:
     return winograd_correlate(x, u, _tile_size(u))
-
-
-def _winograd_precomputed_fwd(x, kernel, u, u_bwd):
-    return winograd_correlate(x, u, _tile_size(u)), (x, kernel, u, u_bwd)
-
-
-def _winograd_precomputed_bwd(residuals, g):
-    # The input gradient is the correlation with the backward kernel: Winograd too.
-    x, kernel, u, u_bwd = residuals
-    _, kernel_vjp = jax.vjp(lambda k: _correlate(x, k), kernel)  # removed by XLA when unused
-    (kernel_grad,) = kernel_vjp(g)
-    return winograd_correlate(g, u_bwd, _tile_size(u_bwd)), kernel_grad, jnp.zeros_like(u), jnp.zeros_like(u_bwd)
-
-
-_winograd_precomputed.defvjp(_winograd_precomputed_fwd, _winograd_precomputed_bwd)
 
 
 def _tile_size(u: jax.Array) -> int:
@@ -262,9 +249,10 @@ def _conv(x: jax.Array, layer: Mapping) -> jax.Array:
     if x.shape[-1] <= PATCH_MAX_CHANNELS and x.dtype == jnp.float32:
         y = _correlate_patches(x, layer["kernel"])
     elif "winograd" in layer and x.dtype == jnp.float32 and min(x.shape[1:3]) >= WINOGRAD_MIN_SIDE:
-        y = _winograd_precomputed(x, layer["kernel"], layer["winograd"], layer["winograd_bwd"])
+        y = _correlate_precomputed(_winograd, x, layer["kernel"], layer["winograd"], layer["winograd_bwd"])
     elif "kernel_bwd" in layer:
-        y = _correlate_precomputed(x, layer["kernel"], layer["kernel_bwd"].astype(x.dtype))
+        kernel = layer["kernel"]
+        y = _correlate_precomputed(_correlate, x, kernel, kernel, layer["kernel_bwd"].astype(x.dtype))
     else:
         y = _correlate(x, layer["kernel"])
     return y + layer["bias"].astype(x.dtype)
@@ -280,8 +268,7 @@ def _window_corners(x: jax.Array):
 
 @jax.custom_vjp
 def _max_pool(x: jax.Array) -> jax.Array:
-    a, b, c, d = _window_corners(x)
-    return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+    return _max_pool_fwd(x)[0]
 
 
 def _max_pool_fwd(x):

@@ -13,7 +13,7 @@ import reference
 
 from jaxstyle import vgg19_features
 from jaxstyle.losses import gram_matrix
-from jaxstyle.vgg import _correlate_patches, _max_pool, _winograd_precomputed, add_backward_kernels, backward_kernel
+from jaxstyle.vgg import _correlate_patches, _correlate_precomputed, _max_pool, _winograd, add_backward_kernels, backward_kernel
 from jaxstyle.winograd import winograd_correlate, winograd_kernel, winograd_matrices
 
 
@@ -53,7 +53,7 @@ def test_winograd_gradient_is_the_numpy_input_gradient(rng):
     c = rng.standard_normal((1, 10, 13, 7)).astype(np.float32)
     k = jnp.asarray(kernel)
     u, u_bwd = winograd_kernel(k), winograd_kernel(backward_kernel(k))
-    grad = jax.grad(lambda x: jnp.vdot(_winograd_precomputed(x, k, u, u_bwd), c))(jnp.asarray(x))
+    grad = jax.grad(lambda x: jnp.vdot(_correlate_precomputed(_winograd, x, k, u, u_bwd), c))(jnp.asarray(x))
     want = _numpy_input_gradient(c[0].astype(np.float64), kernel.astype(np.float64))
     np.testing.assert_allclose(np.asarray(grad[0]), want, atol=3e-5 * np.abs(want).max())
 
