@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,7 +11,33 @@ from hypothesis import settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 from jaxstyle.vgg import CONV_LAYERS, init_vgg19_params  # noqa: E402
-from jaxstyle.weights import WeightsError, locate_weights  # noqa: E402
+from jaxstyle.weights import WeightsError, cache_dir, locate_weights  # noqa: E402
+
+# The real weights are looked up where a user keeps them (JAXSTYLE_WEIGHTS, the cache)
+# before the tests start; then the cache is moved to a temporary directory, so that no
+# test writes into the user's real cache (fetches, compiled programs).
+try:
+    REAL_WEIGHTS: Path | None = locate_weights(fetch=False)
+    REAL_WEIGHTS_ERROR = ""
+except WeightsError as e:
+    REAL_WEIGHTS, REAL_WEIGHTS_ERROR = None, str(e)
+REAL_CACHE_DIR = cache_dir()
+_TEST_CACHE = tempfile.TemporaryDirectory(prefix="jaxstyle-test-cache-")
+os.environ["JAXSTYLE_CACHE_DIR"] = _TEST_CACHE.name
+os.environ.pop("JAXSTYLE_WEIGHTS", None)
+
+#: Set in CI: a skipped test fails instead (every test must really run there).
+STRICT = os.environ.get("JAXSTYLE_REQUIRE_REAL_WEIGHTS") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped where every test must run (JAXSTYLE_REQUIRE_REAL_WEIGHTS=1): {reason}"
 
 # Fuzzing: a modest, repeatable count in CI; `--hypothesis-profile=long` for the long run.
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)
@@ -47,12 +74,20 @@ def smooth_image(rng, h, w):
 @pytest.fixture(scope="session")
 def real_weights_path():
     """The real converted VGG-19 weights, or skip (fail when JAXSTYLE_REQUIRE_REAL_WEIGHTS=1)."""
-    try:
-        return locate_weights(fetch=False)
-    except WeightsError as e:
-        if os.environ.get("JAXSTYLE_REQUIRE_REAL_WEIGHTS") == "1":
-            pytest.fail(f"real weights required but not found: {e}")
-        pytest.skip(f"real VGG-19 weights not available ({e}); run 'jaxstyle weights fetch'")
+    if REAL_WEIGHTS is None:
+        pytest.skip(f"real VGG-19 weights not available ({REAL_WEIGHTS_ERROR}); run 'jaxstyle weights fetch'")
+    return REAL_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def real_keras_file():
+    """The original Keras file that 'jaxstyle weights fetch' keeps in the user's cache, or skip."""
+    from weights_tools.fetch import KERAS_FILENAME
+
+    path = REAL_CACHE_DIR / KERAS_FILENAME
+    if not path.is_file():
+        pytest.skip("the original Keras file is not kept in the cache (weights given by path)")
+    return path
 
 
 @pytest.fixture(scope="session")

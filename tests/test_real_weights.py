@@ -9,7 +9,7 @@ from conftest import smooth_image
 
 import jaxstyle
 from jaxstyle import load_weights, loss_terms, vgg19_features
-from weights_tools.fetch import KERAS_MD5, kept_original_path
+from weights_tools.fetch import KERAS_MD5
 
 pytestmark = pytest.mark.real_weights
 
@@ -27,10 +27,8 @@ def _style_image(rng, h, w):
     return ((img + 1) / 2 * 0.9 + 0.05 * rng.random((h, w, 3))).astype(np.float32)
 
 
-def test_converted_weights_give_the_features_of_the_original_file(real_params, real_weights_path, rng):
-    h5_path = kept_original_path()
-    if not h5_path.is_file():
-        pytest.skip("the original Keras file is not kept in the cache (weights given by path)")
+def test_converted_weights_give_the_features_of_the_original_file(real_params, real_weights_path, real_keras_file, rng):
+    h5_path = real_keras_file
     assert jaxstyle.weights.read_weights_file(real_weights_path)["source"]["md5"] == KERAS_MD5
     image = smooth_image(rng, 40, 36)
     wanted = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
