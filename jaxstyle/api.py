@@ -89,6 +89,10 @@ def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> n
         return np.asarray(jax.random.uniform(jax.random.key(seed), (h, w, 3), jnp.float32))
     if isinstance(init, str) and not os.path.exists(init):
         raise OptionError(f"init must be one of {', '.join(INITS)}, or an image (path, PIL image, array)")
+    if isinstance(init, (np.ndarray, jax.Array)) and init.shape == content.shape and jnp.issubdtype(init.dtype, jnp.floating):
+        exact = np.asarray(init, np.float32)  # already the output's size: used as it is, not rounded to 8 bits
+        if np.all(np.isfinite(exact)) and exact.min() >= 0 and exact.max() <= 1:
+            return exact
     return to_array(load_image(init, "init image"), (w, h))
 
 

@@ -2,6 +2,8 @@
 
 A checkpoint is msgpack written with ``flax.serialization`` (no pickle): the format
 name and version, the iterations done, a fingerprint of the problem it belongs to,
+the image the run started from (it decides balanced layer weights; for coarse to
+fine it is the upsampled coarser result, so a resumed run need not recompute it),
 and the ``RunState`` as a state dict. Resuming restores the state onto a freshly
 initialised one of the same problem, so the run goes on exactly as if it had never
 stopped (the loop is deterministic and chunking does not change its result).
@@ -22,7 +24,7 @@ from .errors import CheckpointError
 from .optimize import RunState
 
 FORMAT = "jaxstyle-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the start image
 
 
 def problem_fingerprint(problem) -> str:
@@ -40,22 +42,37 @@ def problem_fingerprint(problem) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fingerprint: str) -> Path:
-    """Write ``state`` after ``iteration`` iterations, atomically."""
+def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fingerprint: str, *, start_image) -> Path:
+    """Write ``state`` after ``iteration`` iterations of the run that began at ``start_image``, atomically."""
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "iteration": int(iteration),
         "fingerprint": fingerprint,
+        "start_image": np.asarray(start_image, np.float32),
         "state": serialization.to_state_dict(jax.device_get(state)),
     }
     return write_document(path, document)
 
 
+def _read(path: Path) -> dict:
+    hint = "start afresh without --resume"
+    return read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint", error=CheckpointError, hint=hint)
+
+
+def checkpoint_start_image(path: str | os.PathLike) -> np.ndarray:
+    """The (H, W, 3) image in [0, 1] the checkpointed run started from."""
+    path = Path(path)
+    image = _read(path).get("start_image")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or not np.all(np.isfinite(image)):
+        raise CheckpointError(f"{path}: no valid start image in the checkpoint; start afresh without --resume")
+    return image.astype(np.float32)
+
+
 def load_checkpoint(path: str | os.PathLike, template: RunState, fingerprint: str) -> tuple[RunState, int]:
     """Read a checkpoint of the problem whose fresh state is ``template``: (state, iterations done)."""
     path = Path(path)
-    document = read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint", error=CheckpointError)
+    document = _read(path)
     if document.get("fingerprint") != fingerprint:
         raise CheckpointError(
             f"checkpoint {path} belongs to another run (other images, weights, layers, weights α/β/γ, "

@@ -117,56 +117,106 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _enable_compilation_cache() -> None:
-    # A second run of the same size starts without recompiling.
+@contextlib.contextmanager
+def _compilation_cache():
+    """JAX's persistent compilation cache in jaxstyle's cache directory, for one command:
+    a second run of the same size starts without recompiling. The previous settings
+    come back afterwards (a caller's own cache directory is left as it is)."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
     from .weights import cache_dir
 
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    if before["jax_compilation_cache_dir"] is not None:
+        yield
+        return
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
+
+
+def _inputs(args) -> tuple[str, ...]:
+    """Every file the run reads: none of them may be written."""
+    from .api import INITS
+
+    files = [args.content, *args.styles, *(args.masks or ()), args.weights, args.resume]
+    if args.init not in INITS:
+        files.append(args.init)
+    return tuple(f for f in files if f is not None)
+
+
+def _check_checkpoint_path(checkpoint: str, resume: str | None, files) -> None:
+    """The checkpoint may be none of the inputs and outputs, except the checkpoint a
+    run resumes from (which it goes on writing)."""
+    from .images import same_file
+
+    for f in files:
+        if same_file(Path(checkpoint), Path(f)) and not (resume and same_file(Path(f), Path(resume))):
+            raise OptionError(f"checkpoint {checkpoint} is an input or an output of the run; choose another path")
 
 
 def _stylize(args) -> int:
     from .api import prepare, solve
-    from .checkpoint import problem_fingerprint, save_checkpoint
+    from .checkpoint import checkpoint_start_image, problem_fingerprint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
 
     if args.save_every < 0:
         raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
     if args.checkpoint_every < 1:
         raise OptionError(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
-    inputs = (args.content, *args.styles) + ((args.init,) if Path(args.init).exists() else ())
+    inputs = _inputs(args)
     if args.batch:
         return _stylize_batch(args, inputs)
     output = Path(args.output)
     check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
     checkpoint = args.checkpoint or args.resume  # a resumed run keeps its checkpoint going
-    if checkpoint and Path(checkpoint).resolve() in {Path(p).resolve() for p in (*inputs, output)}:
-        raise OptionError(f"checkpoint {checkpoint} is an input or the output; choose another path")
-    _enable_compilation_cache()
+    if checkpoint:
+        _check_checkpoint_path(checkpoint, args.resume, (*inputs, output))
     options = _options(args)
-    if args.scales > 1 and not args.resume:  # a resumed run continues the finest scale
+    if args.resume:
+        # The run goes on from the image its (finest) scale started from: that image decides
+        # the balanced layer weights, and the coarse scales that made it need not run again.
+        options["init"] = checkpoint_start_image(args.resume)
+    elif args.scales > 1:
         options["init"], options["weights"] = _coarse_scales(args, options)
     problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **options)
     if not args.quiet:
         _describe(args, problem.init_image.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
     run = _Run(args, [output], inputs)
+    finish = _finisher(problem.preserve_color, [problem.content_image])
 
     def progress(p):
-        run.update(p.iteration, p.loss, [p.image])
+        run.update(p.iteration, p.loss, finish([p.image]))
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
             step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
             save_image(to_pil(run.latest[0]), step_path, inputs)
         due = p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations
         if checkpoint and (due or run.interrupt):  # the state is valid now, during the call
-            save_checkpoint(checkpoint, p.state, p.iteration, fingerprint)
+            save_checkpoint(checkpoint, p.state, p.iteration, fingerprint, start_image=problem.init_image)
         run.stop_if_asked()
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
     return run(lambda: [solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)], hint)
+
+
+def _finisher(preserve_color, contents):
+    """Turn iterates into the images a user gets (the content's chroma put back if asked),
+    as host arrays: what intermediate and Ctrl-C saves write, like the final one."""
+    from .api import _finish
+
+    def finish(images):
+        return [_finish(np.asarray(image), preserve_color, content) for image, content in zip(images, contents)]
+
+    return finish
 
 
 class _Interrupted(Exception):
@@ -187,8 +237,9 @@ class _Run:
         self.iteration = 0
 
     def update(self, iteration: int, loss: float, images) -> None:
-        # The device buffers are reused by the next chunk: keep host copies.
-        self.iteration, self.latest = iteration, [np.asarray(image) for image in images]
+        """``images``: host copies, finished as the final images will be (the device buffers
+        are reused by the next chunk)."""
+        self.iteration, self.latest = iteration, list(images)
         self.bar.update(iteration - self.bar.n)
         self.bar.set_postfix(loss=f"{loss:.4g}")
 
@@ -203,7 +254,7 @@ class _Run:
 
         try:
             with warnings.catch_warnings(record=True) as caught, _interrupt_between_chunks(self.interrupt):
-                warnings.simplefilter("always", NonFiniteLossWarning)
+                warnings.simplefilter("always", NonFiniteLossWarning)  # others keep their filters
                 images = solve_all()
         except (_Interrupted, KeyboardInterrupt):
             self.bar.close()
@@ -218,7 +269,10 @@ class _Run:
         finally:
             self.bar.close()
         for w in caught:
-            print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
+            if issubclass(w.category, NonFiniteLossWarning):
+                print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
+            else:  # someone else's warning: passed on, for Python (and its filters) to show
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         for image, output in zip(images, self.outputs):
             save_image(image, output, self.inputs)
             print(f"saved {output}", file=sys.stderr)
@@ -295,14 +349,12 @@ def _describe(args, shape, targets) -> None:
 
 
 def _batch_outputs(pattern: str, styles: list[str]) -> list[Path]:
-    if len(styles) == 1:
-        return [Path(pattern.format(style=Path(styles[0]).stem, index=0))]
-    if "{style}" not in pattern and "{index}" not in pattern:
+    if len(styles) > 1 and "{style}" not in pattern and "{index}" not in pattern:
         raise OptionError(f"with --batch and {len(styles)} styles, -o needs {{style}} or {{index}} in it, e.g. out_{{style}}.png")
     try:
         outputs = [Path(pattern.format(style=Path(s).stem, index=i)) for i, s in enumerate(styles)]
-    except (KeyError, IndexError, ValueError) as e:
-        raise OptionError(f"-o {pattern!r}: only {{style}} and {{index}} may appear in braces ({e})") from None
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise OptionError(f"-o {pattern!r}: only {{style}} and {{index}} may appear in braces ({type(e).__name__}: {e})") from None
     if len(set(outputs)) != len(outputs):
         raise OptionError(f"-o {pattern!r} gives two styles the same output name; use {{index}}")
     return outputs
@@ -320,20 +372,22 @@ def _stylize_batch(args, inputs) -> int:
     outputs = _batch_outputs(args.output, args.styles)
     for output in outputs:
         check_output_path(output, inputs)
-    _enable_compilation_cache()
     batch = prepare_batch(args.content, args.styles, **_options(args))
     if not args.quiet:
         _describe(args, batch.init_images.shape, batch.targets)
     run = _Run(args, outputs, inputs)
+    contents = batch.content_images if batch.content_images is not None else [None] * len(outputs)
+    finish = _finisher(batch.preserve_color, contents)
 
     def progress(p):
-        run.update(p.iteration, np.nanmax(p.losses), p.images)
+        run.update(p.iteration, np.nanmax(p.losses), finish(p.images))
         run.stop_if_asked()
 
     return run(lambda: solve_batch(batch, callback=progress))
 
 
 def _weights(args) -> int:
+    from .errors import WeightsError
     from .weights import cached_weights_path, describe_weights_file, locate_weights, read_weights_file
 
     if args.weights_command == "fetch":
@@ -341,9 +395,12 @@ def _weights(args) -> int:
 
         cached = cached_weights_path()
         if cached.is_file() and not args.force:
-            read_weights_file(cached)  # a damaged cache is reported, not trusted
-            print(f"VGG-19 weights already cached at {cached} (use --force to fetch again)")
-            return 0
+            try:
+                read_weights_file(cached)
+                print(f"VGG-19 weights already cached at {cached} (use --force to fetch again)")
+                return 0
+            except WeightsError as e:  # damaged: replaced below (the new file is checked before it lands)
+                print(f"jaxstyle: the cached weights are damaged ({e}); fetching them again", file=sys.stderr)
         print(fetch_weights(cached))
         return 0
     print(describe_weights_file(locate_weights(args.path, fetch=False)))
@@ -361,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         if args.command == "stylize":
-            return _stylize(args)
+            with _compilation_cache():
+                return _stylize(args)
         return _weights(args)
     except JaxstyleError as e:
         print(f"jaxstyle: error: {e}", file=sys.stderr)

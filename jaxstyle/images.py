@@ -112,14 +112,17 @@ def check_output_path(path: str | os.PathLike, inputs: tuple = ()) -> str:
     """
     path = Path(path)
     for source in inputs:
-        if isinstance(source, (str, os.PathLike)) and _same_file(path, Path(source)):
+        if isinstance(source, (str, os.PathLike)) and same_file(path, Path(source)):
             raise OutputError(f"output {path} is one of the input images; choose another output path")
     if path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name such as out.png")
     ext = path.suffix.lower()
     if ext not in Image.registered_extensions():
         raise OutputError(f"cannot tell the image format of output {path}; use a suffix such as .png or .jpg")
-    return Image.registered_extensions()[ext]
+    image_format = Image.registered_extensions()[ext]
+    if image_format not in Image.SAVE:  # Pillow reads it but cannot write it (PSD, say)
+        raise OutputError(f"Pillow cannot write {image_format} files (output {path}); use a suffix such as .png or .jpg")
+    return image_format
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, inputs: tuple = ()) -> Path:
@@ -134,7 +137,7 @@ def save_image(image: Image.Image, path: str | os.PathLike, inputs: tuple = ()) 
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:

@@ -181,7 +181,7 @@ class ChunkResult(NamedTuple):
     """What one compiled chunk returns besides the state."""
 
     losses: jax.Array  # losses[i]: loss at the start of iteration i; NaN where not run
-    last_finite: jax.Array  # the last iterate whose loss was finite (the chunk's start if none)
+    last_finite: jax.Array  # the result (iterate average) up to the last iterate whose loss was finite
     ran: jax.Array  # iterations run: n, or fewer if the loss stopped being finite
 
 
@@ -199,12 +199,14 @@ def _chunk(state: RunState, n: jax.Array, loss_args: Any, loss_fn, config, chunk
         ok = loss_finite & jnp.all(jnp.isfinite(new.image))
         # A bad step is not taken: the state stays as it was, and the loop ends.
         state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        last_finite = jnp.where(loss_finite, old.image, last_finite)
+        # What the run gives up to the last iterate with a finite loss: the iterate
+        # average (``RunState.result``), not the bare iterate.
+        last_finite = jnp.where(loss_finite, old.result, last_finite)
         return i + ok.astype(i.dtype), state, losses.at[i].set(value), last_finite, ok
 
     state = with_value_and_grad(lambda x: loss_fn(x, *loss_args), config, state)
     losses = jnp.full((chunk_size,), jnp.nan, jnp.float32)
-    init = (jnp.int32(0), state, losses, state.image, jnp.bool_(True))
+    init = (jnp.int32(0), state, losses, state.result, jnp.bool_(True))
     ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
     return state, ChunkResult(losses, last_finite, ran)
 

@@ -16,6 +16,7 @@ layers or dtypes) or checking against it needs no second download.
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import subprocess
 import sys
@@ -136,8 +137,14 @@ class Url:
             with urllib.request.urlopen(self.url, timeout=self.timeout_s) as src, open(target, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     dst.write(chunk)
-        except OSError as e:
-            raise WeightsError(f"download failed: {getattr(e, 'reason', e)}") from None
+                promised, got = src.headers.get("Content-Length"), dst.tell()
+                if promised is not None and promised.isdigit() and int(promised) != got:
+                    raise http.client.IncompleteRead(b"", int(promised) - got)  # the server hung up early
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            # OSError: the network and URLError; HTTPException: a transfer cut short
+            # (IncompleteRead) or a broken reply; ValueError: an address urllib cannot use.
+            reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+            raise WeightsError(f"download failed: {type(e).__name__}: {reason}".replace("\n", " ")) from None
         return _check_md5(target, self.md5)
 
 
