@@ -43,6 +43,8 @@ def vgg_features(get_conv, rgb01: np.ndarray, wanted, pooling: str = "max") -> d
             out[f"conv{b}_{c}"] = x
             x = np.maximum(x, 0.0)
             out[f"relu{b}_{c}"] = x
+            if wanted <= set(out):  # no deeper layer needed (nor its weights)
+                return {k: out[k] for k in wanted}
         x = pool(x, pooling)
         out[f"pool{b}"] = x
         if wanted <= set(out):
