@@ -118,3 +118,97 @@ def test_any_options_give_a_problem_or_a_jaxstyle_error(options):
     assert np.all(np.isfinite(image)) and image.min() >= 0 and image.max() <= 1
     for leaf in (problem.targets.content_weight, problem.targets.style_weight, problem.targets.tv_weight):
         assert np.isfinite(float(leaf)) and float(leaf) >= 0
+
+
+# -- the command line: any flags, through the parser ------------------------------------
+
+NUMBER_TEXT = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-5, 5).map(str),
+                        st.sampled_from(["", "auto", "1e400", "0x10", "nan", "-0", "1,2"]), st.text(max_size=4))  # fmt: skip
+LAYER_TEXT = st.lists(LAYER_NAMES, max_size=3).map(",".join)
+FLAG_VALUES = {
+    "--size": st.one_of(st.integers(-4, 72).map(str), NUMBER_TEXT),
+    "--iterations": st.one_of(st.integers(-2, 3).map(str), NUMBER_TEXT),
+    "--optimizer": st.sampled_from(["lbfgs", "adam", "sgd", ""]),
+    "--linesearch": st.sampled_from(["zoom", "backtracking", "wolfe"]),
+    "--learning-rate": NUMBER_TEXT,
+    "--content-weight": NUMBER_TEXT,
+    "--style-weight": NUMBER_TEXT,
+    "--tv-weight": NUMBER_TEXT,
+    "--content-layers": LAYER_TEXT,
+    "--style-layers": LAYER_TEXT,
+    "--style-layer-weights": st.one_of(st.just("balanced"), st.lists(NUMBER_TEXT, max_size=3).map(",".join)),
+    "--style-blend-weights": st.lists(NUMBER_TEXT, max_size=3).map(",".join),
+    "--pooling": st.sampled_from(["max", "avg", "median"]),
+    "--preserve-color": st.sampled_from(["luminance", "histogram", "swap", "grey"]),
+    "--style-scale": NUMBER_TEXT,
+    "--init": st.sampled_from(["content", "noise", "style", "sketch", "missing.png"]),
+    "--seed": NUMBER_TEXT,
+    "--save-every": st.integers(-2, 3).map(str),
+    "--checkpoint-every": st.integers(-1, 3).map(str),
+    "--average-decay": NUMBER_TEXT,
+    "--scales": st.integers(-1, 2).map(str),
+    "--style-loss": st.sampled_from(["gram", "sliced_wasserstein", "wasserstein"]),
+    "--compute-dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
+    "--preset": st.sampled_from(["paper", "fast", "hq", "best"]),
+    "--remat": st.none(),
+    "--batch": st.none(),
+    "--quiet": st.none(),
+}
+
+
+@st.composite
+def command_lines(draw):
+    flags = draw(st.lists(st.sampled_from(sorted(FLAG_VALUES)), max_size=6, unique=True))
+    argv = []
+    for flag in flags:
+        value = draw(FLAG_VALUES[flag])
+        argv += [flag] if value is None else [f"{flag}={value}"]  # "=": values may start with "-"
+    return argv
+
+
+@functools.cache
+def _cli_files(directory):
+    from pathlib import Path
+
+    from jaxstyle.vgg import CAFFE_PREPROCESSING
+    from jaxstyle.weights import save_weights
+
+    rng = np.random.default_rng(0)
+    d = Path(directory)
+    for name, shape in (("content.png", (40, 48, 3)), ("style.png", (36, 36, 3))):
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(d / name)
+    convs = {k: v for k, v in _random_params().items() if k != "input"}
+    save_weights(d / "w.msgpack", convs, CAFFE_PREPROCESSING, {"kind": "random"})
+    return d
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=command_lines())
+def test_any_command_line_gives_an_image_or_one_error_line(argv, tmp_path_factory, capsys):
+    from unittest import mock
+
+    import jaxstyle.api
+    import jaxstyle.batch
+    from jaxstyle.cli import main
+    from jaxstyle.images import to_pil
+
+    base = tmp_path_factory.getbasetemp() / "cli-fuzz"
+    base.mkdir(exist_ok=True)
+    d = _cli_files(str(base))
+    out = d / "out.png"
+    out.unlink(missing_ok=True)
+    # Parsing, checking and preparing run for real; the optimisation is replaced by its start.
+    quick_solve = lambda problem, **kw: to_pil(problem.init_image)  # noqa: E731
+    quick_batch = lambda batch, **kw: (np.asarray(batch.init_images), [[] for _ in batch.init_images])  # noqa: E731
+    full = ["stylize", str(d / "content.png"), str(d / "style.png"), "-o", str(out), "--weights", str(d / "w.msgpack"), *argv]
+    with mock.patch.object(jaxstyle.api, "solve", quick_solve), mock.patch.object(jaxstyle.batch, "minimize_batch", quick_batch):
+        try:
+            code = main(full)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("jaxstyle: error:")]
+    if code == 0:
+        assert out.is_file() and not errors, err
+    else:
+        assert code in (2, 3, 4, 5, 6) and len(errors) == 1 and "Traceback" not in err, (full, code, err)
