@@ -391,7 +391,7 @@ def _weights(args) -> int:
     from .weights import cached_weights_path, describe_weights_file, locate_weights, read_weights_file
 
     if args.weights_command == "fetch":
-        from weights_tools.fetch import fetch_weights
+        from .fetch import fetch_weights
 
         cached = cached_weights_path()
         if cached.is_file() and not args.force:

@@ -82,7 +82,7 @@ def real_weights_path():
 @pytest.fixture(scope="session")
 def real_keras_file():
     """The original Keras file that 'jaxstyle weights fetch' keeps in the user's cache, or skip."""
-    from weights_tools.fetch import KERAS_FILENAME
+    from jaxstyle.fetch import KERAS_FILENAME
 
     path = REAL_CACHE_DIR / KERAS_FILENAME
     if not path.is_file():

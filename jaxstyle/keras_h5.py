@@ -14,8 +14,9 @@ from typing import Iterable
 
 import numpy as np
 
-from jaxstyle.errors import WeightsError
-from jaxstyle.vgg import CAFFE_PREPROCESSING, CONV_LAYERS
+from .errors import WeightsError
+from .vgg import CAFFE_PREPROCESSING, CONV_LAYERS
+from .weights_file import file_hashes, save_converted
 
 
 def _keras_name(layer: str) -> str:
@@ -94,8 +95,6 @@ def convert_keras_h5(
 
     ``dtype="float16"`` (or ``"bfloat16"``) halves the file; loading gives float32.
     """
-    from .convert import file_hashes, save_converted
-
     src = Path(src)
     params = read_keras_h5(src, layers)
     source = {"kind": "keras-h5", "name": src.name, **file_hashes(src)}
