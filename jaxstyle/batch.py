@@ -15,7 +15,6 @@ dropped at the end). Nothing here names a platform: CPU, GPU and TPU run the sam
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -28,7 +27,8 @@ from .api import _finish, prepare, vgg_params
 from .errors import OptionError
 from .images import ImageLike, to_pil
 from .objective import StyleObjective, Targets
-from .optimize import NonFiniteLossWarning, OptimizerConfig, check_optimizer, init_state, run_chunk_batched
+from . import optimize
+from .optimize import OptimizerConfig, Progress
 
 #: Options a sweep may vary: they live in the targets, so one program serves every value.
 SWEEPABLE = ("content_weight", "style_weight", "tv_weight", "seed")
@@ -47,13 +47,7 @@ class StyleBatch(NamedTuple):
     content_images: np.ndarray | None = None  # (B, H, W, 3), the contents in colour
 
 
-class BatchProgress(NamedTuple):
-    """What a batch progress callback receives between chunks."""
-
-    iteration: int  # iterations done so far
-    iterations: int  # iterations asked for
-    losses: np.ndarray  # (B,) each item's loss at the start of its last iteration
-    images: jax.Array  # (B, H, W, 3), valid during the call only
+BatchProgress = Progress  # one progress type for single runs and batches
 
 
 def _as_list(x) -> list:
@@ -122,7 +116,7 @@ def minimize_batch(
     batch: StyleBatch,
     *,
     chunk_size: int = 10,
-    callback: Callable[[BatchProgress], None] | None = None,
+    callback: Callable[[Progress], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> tuple[np.ndarray, list[list[float]]]:
     """Run every item of ``batch``; returns the (B, H, W, 3) images and each item's losses.
@@ -130,49 +124,23 @@ def minimize_batch(
     An item whose loss becomes non-finite stops alone (its last finite image is kept,
     with a ``NonFiniteLossWarning``); the others go on.
     """
-    config = check_optimizer(batch.optimizer)
-    if chunk_size < 1:
-        raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
     count = batch.init_images.shape[0]
     devices = list(devices) if devices is not None else jax.devices()
     total = -(-count // len(devices)) * len(devices)
     mesh = Mesh(np.asarray(devices), ("batch",))
     along, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
-
-    images = _pad(batch.init_images, total)
-    state = jax.device_put(jax.vmap(lambda x: init_state(x, config))(images), along)
     targets = jax.device_put(_pad(batch.targets, total), along)
     params = jax.device_put(batch.params, whole)
 
-    history: list[list[float]] = [[] for _ in range(count)]
-    stopped: dict[int, np.ndarray] = {}  # item -> its last finite image
-    done = 0
-    while done < batch.iterations:
-        n = min(chunk_size - done % chunk_size, batch.iterations - done)
-        state, result = run_chunk_batched(
-            state, jnp.int32(n), (params,), (targets,), loss_fn=batch.objective, config=config, chunk_size=chunk_size
-        )
-        ran, losses = np.asarray(result.ran), np.asarray(result.losses)
-        for i in range(count):
-            if i not in stopped:
-                history[i].extend(float(v) for v in losses[i, : ran[i]])
-                if ran[i] < n:
-                    stopped[i] = np.asarray(result.last_finite[i])
-        done += n
+    def progress(p: Progress):
         if callback is not None:
-            last = np.array([h[-1] if h else np.nan for h in history], np.float32)
-            callback(BatchProgress(done, batch.iterations, last, state.result[:count]))
-    final = np.array(state.result[:count])
-    for i, image in stopped.items():
-        final[i] = image
-    if stopped:
-        warnings.warn(
-            f"the loss became NaN or infinite for item(s) {sorted(stopped)}; they stopped there and keep "
-            "their last image with a finite loss: lower the learning rate or the loss weights",
-            NonFiniteLossWarning,
-            stacklevel=2,
-        )
-    return final, history
+            callback(p._replace(losses=p.losses[:count], images=p.images[:count]))
+
+    images, history, _ = optimize.minimize_batch(
+        batch.objective, (params,), (targets,), _pad(batch.init_images, total), batch.iterations, batch.optimizer,
+        chunk_size=chunk_size, callback=progress, place=lambda state: jax.device_put(state, along),
+    )  # fmt: skip
+    return np.asarray(images)[:count], history[:count]
 
 
 def solve_batch(batch: StyleBatch, *, callback=None, chunk_size: int = 10, devices=None) -> list[Image.Image]:

@@ -24,7 +24,7 @@ from .errors import CheckpointError
 from .optimize import RunState
 
 FORMAT = "jaxstyle-checkpoint"
-FORMAT_VERSION = 2  # 2: the start image
+FORMAT_VERSION = 3  # 2: the start image; 3: batched L-BFGS state
 
 
 def problem_fingerprint(problem) -> str:

@@ -1,8 +1,17 @@
-"""Minimise an image objective with optax, the iteration loop running inside XLA.
+"""Minimise image objectives with optax and a batched L-BFGS, the loop running inside XLA.
 
-The loop is compiled once per (objective, image shape, optimizer settings) and run in
-chunks: ``lax.fori_loop`` inside one jitted call per chunk, so the host only wakes up
-between chunks (for the progress callback), never per iteration.
+Every run is a batch: K images, each minimising its own objective (K = 1 for one
+stylization). The loop is compiled once per (objective, image shape, batch size,
+optimizer settings) and run in chunks: a ``lax.while_loop`` inside one jitted call per
+chunk, so the host only wakes up between chunks (for the progress callback), never per
+iteration. Each iteration evaluates the K objectives in one batched call (vmap):
+
+- ``"lbfgs"``: ``jaxstyle.lbfgs``, whose line search is written for batches (every
+  trial one batched evaluation, per-member step sizes and acceptance);
+- ``"adam"``, or any ``optax.GradientTransformation`` given as the optimizer: its update
+  vmapped over the members. A transformation whose state keeps the value and gradient
+  (optax's own L-BFGS, say) is given them (``value=``, ``grad=``, ``value_fn=``), and the
+  loop reads them from its state instead of evaluating again.
 
 Pixels stay in [0, 1]: after every step the image is projected back into the box,
 and the objective sees it through ``box`` (below), whose gradient drops only the
@@ -19,8 +28,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from . import lbfgs
 from .checks import finite_number, whole_number
 from .errors import OptionError
 
@@ -31,17 +42,20 @@ LINESEARCHES = ("zoom", "backtracking")
 class OptimizerConfig(NamedTuple):
     """Optimizer settings; static (hashable) so that they select a compiled program.
 
+    ``name``: "lbfgs", "adam", or an ``optax.GradientTransformation`` of your own (e.g.
+    ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.02))``), applied to each
+    image of a batch on its own; its updates are added to the image, then clipped.
     ``learning_rate``: Adam's step size in pixel units (image in [0, 1]); L-BFGS
-    ignores it (its zoom line search picks the step).
+    ignores it (its line search picks the step).
     ``memory_size``: how many past steps L-BFGS remembers.
     ``max_linesearch_steps``: the most evaluations one L-BFGS line search may make.
     ``linesearch``: "zoom" (strong Wolfe conditions, the default) or "backtracking"
-    (Armijo only; under vmap it costs fewer evaluations, see ``run_chunk_batched``).
+    (Armijo only).
     ``average_decay``: d in [0, 1); the result is the exponential moving average of
     the iterates (see ``IterateAverage``); 0 (the default) returns the last iterate.
     """
 
-    name: str = "lbfgs"
+    name: Any = "lbfgs"
     learning_rate: float = 0.02
     memory_size: int = 20
     max_linesearch_steps: int = 20
@@ -50,8 +64,11 @@ class OptimizerConfig(NamedTuple):
 
 
 def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
-    if config.name not in OPTIMIZERS:
-        raise OptionError(f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    custom = isinstance(config.name, optax.GradientTransformation)
+    if not custom and config.name not in OPTIMIZERS:
+        raise OptionError(
+            f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)} or give an optax.GradientTransformation"
+        )
     if config.linesearch not in LINESEARCHES:
         raise OptionError(f"unknown line search {config.linesearch!r}; choose one of {', '.join(LINESEARCHES)}")
     decay = finite_number(config.average_decay, "average decay")
@@ -65,18 +82,13 @@ def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
     )
 
 
-def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformationExtraArgs:
+def optax_transformation(config: OptimizerConfig) -> optax.GradientTransformation | None:
+    """The optax transformation each member runs; None for jaxstyle's batched L-BFGS."""
+    if isinstance(config.name, optax.GradientTransformation):
+        return config.name
     if config.name == "adam":
         return optax.adam(config.learning_rate)
-    if config.linesearch == "backtracking":
-        linesearch = optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=config.max_linesearch_steps, store_grad=True
-        )
-    else:
-        linesearch = optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=config.max_linesearch_steps, initial_guess_strategy="one"
-        )
-    return optax.lbfgs(memory_size=config.memory_size, linesearch=linesearch)
+    return None
 
 
 @jax.custom_vjp
@@ -117,129 +129,146 @@ class IterateAverage(NamedTuple):
 
 
 class RunState(NamedTuple):
-    """Everything the loop carries: the image (in [0, 1]), the optimizer state, and
-    the running average of the iterates (what the run returns)."""
+    """Everything the loop carries, for a batch of K images: the images (in [0, 1]), the
+    optimizer state, and the running average of the iterates (what the run returns)."""
 
-    image: jax.Array
+    image: jax.Array  # (K, H, W, 3)
     opt_state: Any
     average: IterateAverage
 
     @property
     def result(self) -> jax.Array:
-        """The image the run gives: the iterate average (the image before any step)."""
-        total = self.average.total
-        w = self.average.weight.reshape(self.average.weight.shape + (1,) * (total.ndim - self.average.weight.ndim))
-        return jnp.where(w > 0, total / jnp.where(w > 0, w, 1.0), self.image)  # (a batch's too)
+        """The images the run gives: the iterate averages (the images before any step)."""
+        total, w = self.average.total, self.average.weight
+        w = w.reshape(w.shape + (1,) * (total.ndim - w.ndim))
+        return jnp.where(w > 0, total / jnp.where(w > 0, w, 1.0), self.image)
 
 
-def init_state(image: jax.Array, config: OptimizerConfig) -> RunState:
-    image = jnp.clip(jnp.asarray(image, jnp.float32), 0.0, 1.0)
-    average = IterateAverage(jnp.zeros_like(image), jnp.float32(0.0))
-    state = RunState(image, make_optimizer(config).init(image), average)
-    # The optimizer state may hold the image's own buffer; the loop donates its
-    # state, and one buffer cannot be donated twice, so give every leaf its own.
-    return jax.tree.map(jnp.copy, state)
-
-
-def step(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, state: RunState):
-    """One optimizer iteration; returns (new state, loss at the iterate it started from)."""
-    optimizer = make_optimizer(config)
-    fn = lambda x: loss_fn(box(x))  # noqa: E731
-    x = state.image
-    if config.name == "lbfgs":
-        # The value and gradient at x are in the state: the line search computed them
-        # (or ``with_value_and_grad`` did, at a chunk's start). Read directly, not through
-        # optax.value_and_grad_from_state, whose lax.cond would evaluate both branches,
-        # one more value+grad per iteration, under vmap.
-        value, grad = optax.tree.get(state.opt_state, "value"), optax.tree.get(state.opt_state, "grad")
-        updates, opt_state = optimizer.update(
-            grad, state.opt_state, x, value=value, grad=grad, value_fn=fn
-        )
+def init_state(images: jax.Array, config: OptimizerConfig) -> RunState:
+    """The state before the first step, for images (K, H, W, 3); one (H, W, 3) image is a batch of one."""
+    images = jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0)
+    if images.ndim == 3:
+        images = images[None]
+    average = IterateAverage(jnp.zeros_like(images), jnp.zeros(images.shape[:1], jnp.float32))
+    transformation = optax_transformation(config)
+    if transformation is None:
+        opt_state = lbfgs.init(images, config.memory_size)
     else:
-        value, grad = jax.value_and_grad(fn)(x)
-        updates, opt_state = optimizer.update(grad, state.opt_state, x)
-    x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-    d = jnp.float32(config.average_decay)
-    average = IterateAverage(d * state.average.total + (1 - d) * x, d * state.average.weight + (1 - d))
-    return RunState(x, opt_state, average), value
+        opt_state = jax.vmap(transformation.init)(images)
+    # The optimizer state may hold the images' own buffer; the loop donates its
+    # state, and one buffer cannot be donated twice, so give every leaf its own.
+    return jax.tree.map(jnp.copy, RunState(images, opt_state, average))
 
 
-def with_value_and_grad(loss_fn: Callable[[jax.Array], jax.Array], config: OptimizerConfig, state: RunState) -> RunState:
-    """For L-BFGS, make sure the state holds the loss and gradient at its image.
+def _held(opt_state, key):
+    try:
+        return optax.tree.get(opt_state, key)
+    except KeyError:  # several leaves of that name: not a state that keeps one value
+        return None
 
-    After ``init_state`` (or a restore) the state holds none yet; afterwards the line
-    search keeps them, and this costs nothing outside vmap (under vmap, one evaluation).
-    """
-    if config.name != "lbfgs":
+
+def _with_value_and_grad(batch_value_and_grad, config: OptimizerConfig, state: RunState) -> RunState:
+    """Before a chunk: put the value and gradient at the images into an optimizer state that
+    keeps them, where it does not yet (after ``init_state`` or a restore). One batched
+    evaluation, only then: the ``lax.cond`` is on the batch as a whole, not under vmap."""
+    if optax_transformation(config) is None:
+        return state._replace(opt_state=lbfgs.with_value_and_grad(batch_value_and_grad, state.image, state.opt_state))
+    held_value, held_grad = _held(state.opt_state, "value"), _held(state.opt_state, "grad")
+    if held_value is None or held_grad is None:
         return state
-    fn = lambda x: loss_fn(box(x))  # noqa: E731
-    value, grad = optax.value_and_grad_from_state(fn)(state.image, state=state.opt_state)
-    return state._replace(opt_state=optax.tree.set(state.opt_state, value=value, grad=grad))
+    missing = jnp.any(~jnp.isfinite(held_value))
+    value, grad = jax.lax.cond(missing, lambda _: batch_value_and_grad(state.image), lambda _: (held_value, held_grad), None)
+    return state._replace(opt_state=optax.tree.set(state.opt_state, value=value.astype(held_value.dtype), grad=grad))
+
+
+def _step(batch_value_and_grad, member_fns, config: OptimizerConfig, state: RunState, active):
+    """One iteration of every active member; returns (new state, values at the iterates it started from)."""
+    x = state.image
+    transformation = optax_transformation(config)
+    if transformation is None:  # the value and gradient at x are in the state (``_with_value_and_grad``)
+        value = state.opt_state.value
+        new_x, opt_state = lbfgs.step(
+            batch_value_and_grad, x, state.opt_state, active, memory_size=config.memory_size,
+            max_linesearch_steps=config.max_linesearch_steps, zoom=config.linesearch == "zoom",
+            project=lambda y: jnp.clip(y, 0.0, 1.0),
+        )  # fmt: skip
+    else:
+        held_value, held_grad = _held(state.opt_state, "value"), _held(state.opt_state, "grad")
+        if held_value is not None and held_grad is not None:  # the state keeps them (a line search)
+            value, grad = held_value, held_grad
+        else:
+            value, grad = batch_value_and_grad(x)
+
+        def update(grad, opt_state, x, value, fn):
+            if isinstance(transformation, optax.GradientTransformationExtraArgs):
+                return transformation.update(grad, opt_state, x, value=value, grad=grad, value_fn=fn)
+            return transformation.update(grad, opt_state, x)
+
+        updates, opt_state = member_fns(update)(grad, state.opt_state, x, value)
+        new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+    d = jnp.float32(config.average_decay)
+    average = IterateAverage(d * state.average.total + (1 - d) * new_x, d * state.average.weight + (1 - d))
+    return RunState(new_x, opt_state, average), value.astype(jnp.float32)
 
 
 class ChunkResult(NamedTuple):
-    """What one compiled chunk returns besides the state."""
+    """What one compiled chunk returns besides the state, per member."""
 
-    losses: jax.Array  # losses[i]: loss at the start of iteration i; NaN where not run
-    last_finite: jax.Array  # the result (iterate average) up to the last iterate whose loss was finite
-    ran: jax.Array  # iterations run: n, or fewer if the loss stopped being finite
+    losses: jax.Array  # (K, chunk_size): losses[k, i], loss at the start of iteration i; NaN where not run
+    last_finite: jax.Array  # (K, H, W, 3): the result (iterate average) up to the last iterate whose loss was finite
+    ran: jax.Array  # (K,) iterations run: n, or fewer if the loss stopped being finite
 
 
-def _chunk(state: RunState, n: jax.Array, loss_args: Any, loss_fn, config, chunk_size: int):
-    """The body of ``run_chunk`` (below), unjitted so that it can be vmapped too."""
+def _where(mask, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "config", "chunk_size"), donate_argnames=("state",))
+def run_chunk(state: RunState, n: jax.Array, shared_args: Any, member_args: Any, *, loss_fn, config, chunk_size: int):
+    """Run up to ``n`` (≤ chunk_size, traced: no recompile) iterations of every member.
+
+    Member k minimises ``loss_fn(image_k, *shared_args, *member_args_k)`` (``member_args``:
+    leaves with a leading axis K). A member stops early, inside XLA, at the first
+    iteration whose loss is NaN or infinite or whose step would make a pixel so; that
+    step is not taken, and the others go on. Returns (state, ChunkResult).
+    """
+
+    def member_loss(x, args):
+        return loss_fn(box(x), *shared_args, *args)
+
+    def batch_value_and_grad(x):  # every member in one call
+        return jax.vmap(jax.value_and_grad(member_loss))(x, member_args)
+
+    def member_fns(update):  # an optax update per member, with that member's objective
+        def one(grad, opt_state, x, value, args):
+            return update(grad, opt_state, x, value, lambda y: member_loss(y, args))
+
+        return lambda grad, opt_state, x, value: jax.vmap(one)(grad, opt_state, x, value, member_args)
+
+    k = state.image.shape[0]
 
     def keep_going(carry):
         i, _, _, _, finite = carry
-        return (i < n) & finite
+        return jnp.any((i < n) & finite)
 
     def body(carry):
-        i, old, losses, last_finite, _ = carry
-        new, value = step(lambda x: loss_fn(x, *loss_args), config, old)
+        i, old, losses, last_finite, finite = carry
+        active = (i < n) & finite
+        new, value = _step(batch_value_and_grad, member_fns, config, old, active)
         loss_finite = jnp.isfinite(value)
-        ok = loss_finite & jnp.all(jnp.isfinite(new.image))
-        # A bad step is not taken: the state stays as it was, and the loop ends.
-        state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        # What the run gives up to the last iterate with a finite loss: the iterate
-        # average (``RunState.result``), not the bare iterate.
-        last_finite = jnp.where(loss_finite, old.result, last_finite)
-        return i + ok.astype(i.dtype), state, losses.at[i].set(value), last_finite, ok
+        ok = loss_finite & jnp.all(jnp.isfinite(new.image), axis=(1, 2, 3))
+        # A bad step is not taken: that member's state stays as it was, and it stops.
+        taken = active & ok
+        state = _where(taken, new, old)
+        last_finite = jnp.where((active & loss_finite)[:, None, None, None], old.result, last_finite)
+        losses = jnp.where(active[:, None] & (jnp.arange(chunk_size) == i[:, None]), value[:, None], losses)
+        return i + taken.astype(i.dtype), state, losses, last_finite, finite & (ok | ~active)
 
-    state = with_value_and_grad(lambda x: loss_fn(x, *loss_args), config, state)
-    losses = jnp.full((chunk_size,), jnp.nan, jnp.float32)
-    init = (jnp.int32(0), state, losses, state.result, jnp.bool_(True))
+    state = _with_value_and_grad(batch_value_and_grad, config, state)
+    losses = jnp.full((k, chunk_size), jnp.nan, jnp.float32)
+    init = (jnp.zeros((k,), jnp.int32), state, losses, state.result, jnp.ones((k,), bool))
     ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
     return state, ChunkResult(losses, last_finite, ran)
-
-
-_STATIC = ("loss_fn", "config", "chunk_size")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("state",))
-def run_chunk(state: RunState, n: jax.Array, loss_args: Any, *, loss_fn, config, chunk_size: int):
-    """Run up to ``n`` (≤ chunk_size, traced: no recompile) iterations of ``loss_fn(image, *loss_args)``.
-
-    Stops early, inside XLA, at the first iteration whose loss is NaN or infinite or
-    whose step would make a pixel so; that step is not taken. Returns (state, ChunkResult).
-    """
-    return _chunk(state, n, loss_args, loss_fn, config, chunk_size)
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("state",))
-def run_chunk_batched(state, n, shared_args, batched_args, *, loss_fn, config, chunk_size: int):
-    """``run_chunk`` vmapped over a leading batch axis of ``state`` and ``batched_args``.
-
-    ``loss_fn(image, *shared_args, *batched_args)``. Under vmap each ``while_loop`` (the
-    chunk's own and L-BFGS's line search) runs until every member is done, and a member
-    that is done keeps its carry unchanged: each member follows exactly the iterates it
-    would follow alone, in lockstep with the others. The price is L-BFGS's: every
-    line-search step costs the batch's slowest member's count, and ``lax.cond`` inside
-    optax's line searches evaluates both branches (zoom: two value+grads a step).
-    """
-
-    def one(state, args):
-        return _chunk(state, n, (*shared_args, *args), loss_fn, config, chunk_size)
-
-    return jax.vmap(one)(state, batched_args)
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -249,15 +278,93 @@ class NonFiniteLossWarning(RuntimeWarning):
 class Progress(NamedTuple):
     """What a progress callback receives between chunks.
 
-    ``image`` and ``state`` live on the device and are valid during the call only: the
+    ``images`` and ``state`` live on the device and are valid during the call only: the
     next chunk reuses their buffers, so copy what you keep (``np.asarray``).
     """
 
     iteration: int  # iterations done so far
     iterations: int  # iterations asked for
-    loss: float  # loss at the start of the last iteration run
-    image: jax.Array  # the result so far (the iterate average; see ``RunState.result``), H×W×3 in [0, 1]
-    state: RunState  # image, optimizer state and average: what a checkpoint keeps
+    losses: np.ndarray  # (K,) each member's loss at the start of its last iteration run
+    images: jax.Array  # (K, H, W, 3): the results so far (iterate averages; ``RunState.result``), in [0, 1]
+    state: RunState  # images, optimizer state and averages: what a checkpoint keeps
+
+    @property
+    def loss(self) -> float:
+        """The loss of a run of one image (the largest member's, for a batch)."""
+        return float(np.nanmax(self.losses)) if np.any(np.isfinite(self.losses)) else float("nan")
+
+    @property
+    def image(self) -> jax.Array:
+        """The first (for a run of one image, the only) member's result, H×W×3."""
+        return self.images[0]
+
+
+def minimize_batch(
+    loss_fn: Callable[..., jax.Array],
+    shared_args: Any,
+    member_args: Any,
+    images: jax.Array,
+    iterations: int,
+    config: OptimizerConfig = OptimizerConfig(),
+    *,
+    chunk_size: int = 10,
+    callback: Callable[[Progress], None] | None = None,
+    resume: tuple[RunState, int] | None = None,
+    place: Callable[[RunState], RunState] | None = None,
+) -> tuple[jax.Array, list[list[float]], list[int]]:
+    """Minimise ``loss_fn(image_k, *shared_args, *member_args_k)`` over images (K, H, W, 3) in [0, 1].
+
+    ``loss_fn`` must be hashable (a module-level function, or a NamedTuple of such) so that
+    the compiled loop is reused across calls. ``resume=(state, done)`` continues a run from
+    a saved ``RunState`` after ``done`` iterations (``images`` then only give the shape).
+    ``place`` puts the state on devices (sharding) before the first chunk.
+    Returns the final images (the iterate averages if ``config.average_decay`` > 0), each
+    member's losses, and the members that stopped on a non-finite loss (they keep the last
+    result whose loss was finite; a ``NonFiniteLossWarning`` says so).
+    """
+    config = check_optimizer(config)
+    if iterations < 0:
+        raise OptionError(f"iterations must be ≥ 0, got {iterations}")
+    if chunk_size < 1:
+        raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
+    state, done = resume if resume is not None else (init_state(images, config), 0)
+    if place is not None:
+        state = place(state)
+    count = state.image.shape[0]
+    history: list[list[float]] = [[] for _ in range(count)]
+    stopped: dict[int, np.ndarray] = {}
+    while done < iterations:
+        # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
+        n = min(chunk_size - done % chunk_size, iterations - done)
+        state, result = run_chunk(
+            state, jnp.int32(n), shared_args, member_args, loss_fn=loss_fn, config=config, chunk_size=chunk_size
+        )
+        ran, losses = np.asarray(result.ran), np.asarray(result.losses)
+        for k in range(count):
+            if k not in stopped:
+                history[k].extend(float(v) for v in losses[k, : ran[k]])
+                if ran[k] < n:
+                    stopped[k] = np.asarray(result.last_finite[k])
+                    bad = float(losses[k, ran[k]])
+                    warnings.warn(
+                        f"the loss or its gradient became NaN or infinite at iteration {done + ran[k] + 1} "
+                        f"(loss {bad:.4g}){f' for batch item {k}' if count > 1 else ''}; stopped there and "
+                        "kept the last image with a finite loss: lower the learning rate or the loss weights",
+                        NonFiniteLossWarning,
+                        stacklevel=2,
+                    )
+        if len(stopped) == count:
+            break
+        done += n
+        if callback is not None:
+            last = np.array([h[-1] if h else np.nan for h in history], np.float32)
+            callback(Progress(done, iterations, last, state.result, state))
+    final = state.result
+    if stopped:
+        final = np.array(final)
+        for k, image in stopped.items():
+            final[k] = image
+    return final, history, sorted(stopped)
 
 
 def minimize(
@@ -271,42 +378,12 @@ def minimize(
     callback: Callable[[Progress], None] | None = None,
     resume: tuple[RunState, int] | None = None,
 ) -> tuple[jax.Array, list[float]]:
-    """Minimise ``loss_fn(image, *loss_args)`` over images in [0, 1].
+    """``minimize_batch`` for one (H, W, 3) image: minimise ``loss_fn(image, *loss_args)``.
 
-    ``loss_fn`` must be a module-level (hashable) function so that the compiled loop
-    is reused across calls. ``resume=(state, done)`` continues a run from a saved
-    ``RunState`` after ``done`` iterations (``image`` then only gives the shape).
-    Returns the final image (the iterate average if ``config.average_decay`` > 0) and
-    the losses of the iterations run.
-
-    If the loss becomes NaN or infinite, the run stops, a ``NonFiniteLossWarning`` is
-    issued, and the last image whose loss was finite is returned.
+    Returns the final image and the losses of the iterations run. If the loss becomes
+    NaN or infinite, the run stops, a ``NonFiniteLossWarning`` is issued, and the last
+    image whose loss was finite is returned.
     """
-    config = check_optimizer(config)
-    if iterations < 0:
-        raise OptionError(f"iterations must be ≥ 0, got {iterations}")
-    if chunk_size < 1:
-        raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
-    state, done = resume if resume is not None else (init_state(image, config), 0)
-    history: list[float] = []
-    while done < iterations:
-        # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
-        n = min(chunk_size - done % chunk_size, iterations - done)
-        state, result = run_chunk(
-            state, jnp.int32(n), loss_args, loss_fn=loss_fn, config=config, chunk_size=chunk_size
-        )
-        ran = int(result.ran)
-        history.extend(float(v) for v in jax.device_get(result.losses[:ran]))
-        done += ran
-        if ran < n:
-            warnings.warn(
-                f"the loss or its gradient became NaN or infinite at iteration {done + 1} "
-                f"(loss {float(result.losses[ran]):.4g}); stopped there and returned the last "
-                "image with a finite loss: lower the learning rate or the loss weights",
-                NonFiniteLossWarning,
-                stacklevel=2,
-            )
-            return result.last_finite, history
-        if callback is not None:
-            callback(Progress(done, iterations, history[-1], state.result, state))
-    return state.result, history
+    images, history, _ = minimize_batch(loss_fn, loss_args, (), jnp.asarray(image)[None], iterations, config,
+                                        chunk_size=chunk_size, callback=callback, resume=resume)  # fmt: skip
+    return images[0], history[0]
