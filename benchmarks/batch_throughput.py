@@ -1,12 +1,13 @@
 """Batched vs sequential throughput: K styles on one content, as one vmapped program or K runs.
 
-    python3 benchmarks/batch_throughput.py [--size 256] [--ks 1 2 4 8] [--iterations 10]
-                                           [--optimizer adam] [--json out.json]
+    python3 benchmarks/batch_throughput.py [--sizes 128 256] [--ks 1 2 4] [--iterations 10]
+                                           [--configs lbfgs:zoom lbfgs:backtracking adam] [--json out.json]
 
-For each K it prints the steady-state time of ``iterations`` iterations for all K
-items, batched (one ``minimize_batch``) and sequential (K ``minimize`` calls of the
-same problems, back to back), as item-iterations per second, and their ratio. Both
-are compiled before timing. Square size×size images: Tübingen and the paintings of
+For each size, optimizer and K it prints the steady-state time of ``iterations``
+iterations for all K items, batched (one ``minimize_batch``) and sequential (K
+``minimize`` calls of the same problems, back to back), as item-iterations per second,
+and their ratio (batched / sequential throughput). Both are compiled before timing, and
+measured side by side. Square size×size images: Tübingen and the paintings of
 ../shared/images when present, random smooth images otherwise. Prints figures; not a test.
 """
 
@@ -22,8 +23,7 @@ import jax
 import numpy as np
 
 import jaxstyle
-from jaxstyle.batch import minimize_batch, prepare_batch
-from jaxstyle.optimize import minimize
+from jaxstyle.optimize import minimize, minimize_batch
 from shared_images import SHARED  # benchmarks/ is on sys.path when run as a script
 
 
@@ -43,48 +43,54 @@ def _timed(fn) -> float:
 
 def measure(size: int, k: int, iterations: int, optimizer: str, params, linesearch: str = "zoom") -> dict:
     content, styles = _images(size, k)
-    batch = prepare_batch(content, styles, shape=(size, size), optimizer=optimizer, iterations=iterations,
-                          linesearch=linesearch, weights=params)  # fmt: skip
-    items = [jax.tree.map(lambda a, i=i: a[i], batch.targets) for i in range(k)]
+    problem = jaxstyle.prepare_batch(content, styles, shape=(size, size), optimizer=optimizer, iterations=iterations,
+                                     linesearch=linesearch, weights=params)  # fmt: skip
+    items = [problem.item(i) for i in range(k)]
+
+    def batched(n):
+        return minimize_batch(problem.objective, (problem.params,), (problem.targets,), problem.init_images, n,
+                              problem.optimizer)[0]  # fmt: skip
 
     def sequential(n):
-        return [minimize(batch.objective, (batch.params, t), batch.init_images[i], n, batch.optimizer)[0]
-                for i, t in enumerate(items)]  # fmt: skip
+        return [minimize(item.objective, (item.params, item.targets), item.init_image, n, problem.optimizer)[0]
+                for item in items]  # fmt: skip
 
-    warm = batch._replace(iterations=1)
-    minimize_batch(warm)  # compile both programs first
+    batched(1)  # compile both programs first
     sequential(1)
-    batched_s = _timed(lambda: minimize_batch(batch)[0])
+    batched_s = _timed(lambda: batched(iterations))
     sequential_s = _timed(lambda: sequential(iterations))
     work = k * iterations
     return {
         "size": size, "k": k, "iterations": iterations, "optimizer": optimizer, "linesearch": linesearch,
         "batched_s": round(batched_s, 2), "sequential_s": round(sequential_s, 2),
         "batched_item_it_per_s": round(work / batched_s, 3), "sequential_item_it_per_s": round(work / sequential_s, 3),
-        "speedup": round(sequential_s / batched_s, 2),
+        "ratio": round(sequential_s / batched_s, 2),
     }  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "lbfgs"))
-    parser.add_argument("--linesearch", default="zoom", choices=("zoom", "backtracking"), help="L-BFGS's")
+    parser.add_argument("--configs", nargs="+", default=["lbfgs:zoom", "lbfgs:backtracking", "adam"],
+                        help="optimizer[:line search]")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     params = jaxstyle.load_weights()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}), "
-          f"{len(jax.devices())} device(s); {args.size}×{args.size}, {args.optimizer}"
-          f"{'/' + args.linesearch if args.optimizer == 'lbfgs' else ''}, {args.iterations} iterations")  # fmt: skip
-    print(f"{'K':>3} {'batched s':>10} {'seq. s':>8} {'batched it/s':>13} {'seq. it/s':>10} {'speedup':>8}")
+          f"{len(jax.devices())} device(s); {args.iterations} iterations")  # fmt: skip
+    print(f"{'size':>5} {'optimizer':>18} {'K':>3} {'batched s':>10} {'seq. s':>8} {'batched it/s':>13} "
+          f"{'seq. it/s':>10} {'ratio':>6}")  # fmt: skip
     rows = []
-    for k in args.ks:
-        r = measure(args.size, k, args.iterations, args.optimizer, params, args.linesearch)
-        rows.append(r)
-        print(f"{k:>3} {r['batched_s']:>10} {r['sequential_s']:>8} {r['batched_item_it_per_s']:>13} "
-              f"{r['sequential_item_it_per_s']:>10} {r['speedup']:>8}", flush=True)  # fmt: skip
+    for size in args.sizes:
+        for config in args.configs:
+            optimizer, _, linesearch = config.partition(":")
+            for k in args.ks:
+                r = measure(size, k, args.iterations, optimizer, params, linesearch or "zoom")
+                rows.append(r)
+                print(f"{size:>5} {config:>18} {k:>3} {r['batched_s']:>10} {r['sequential_s']:>8} "
+                      f"{r['batched_item_it_per_s']:>13} {r['sequential_item_it_per_s']:>10} {r['ratio']:>6}", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

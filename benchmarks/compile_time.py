@@ -29,10 +29,11 @@ from jaxstyle.optimize import OptimizerConfig, init_state, run_chunk
 size, optimizer = int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(0)
 content, style = rng.random((size * 3 // 4, size, 3), np.float32), rng.random((size, size, 3), np.float32)
-problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer)
+batch = jaxstyle.prepare(content, style, size=size, optimizer=optimizer)
+problem = batch.item(0)
 config = OptimizerConfig(optimizer)
 state = init_state(problem.init_image, config)
-args = (state, jnp.int32(5), (problem.params, problem.targets))
+args = (state, jnp.int32(5), (problem.params,), (batch.targets,))
 start = time.perf_counter()
 lowered = run_chunk.lower(*args, loss_fn=problem.objective, config=config, chunk_size=5)
 traced = time.perf_counter() - start

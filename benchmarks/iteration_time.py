@@ -28,7 +28,8 @@ from shared_images import content_and_style  # benchmarks/ is on sys.path when r
 
 def measure(size: int, optimizer: str, iterations: int, params) -> dict:
     content, style = content_and_style(size)
-    problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=params)
+    batch = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=params)
+    problem = batch.item(0)
     args = (problem.params, problem.targets)
     config = OptimizerConfig(optimizer)
 
@@ -39,7 +40,8 @@ def measure(size: int, optimizer: str, iterations: int, params) -> dict:
     eval_s = time.perf_counter() - start
 
     run = lambda state, n: run_chunk(  # noqa: E731
-        state, jnp.int32(n), args, loss_fn=problem.objective, config=config, chunk_size=iterations
+        state, jnp.int32(n), (problem.params,), (batch.targets,), loss_fn=problem.objective, config=config,
+        chunk_size=iterations,
     )
     state = init_state(problem.init_image, config)
     start = time.perf_counter()

@@ -32,7 +32,7 @@ import jaxstyle
 size, options, run = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "run"
 rng = np.random.default_rng(0)
 image = rng.random((size, size, 3), np.float32)
-problem = jaxstyle.prepare(image, image, size=size, **options)
+problem = jaxstyle.prepare(image, image, size=size, **options).item(0)
 value_and_grad = jax.jit(jax.value_and_grad(lambda x, p, t: problem.objective(x, p, t)))
 args = (problem.init_image, problem.params, problem.targets)
 compiled = value_and_grad.lower(*args).compile()

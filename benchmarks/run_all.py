@@ -34,7 +34,7 @@ QUICK = {
     "iteration_time": ["--sizes", "128", "--iterations", "5"],
     "compile_time": ["--sizes", "128", "--optimizers", "adam"],
     "memory": ["--configs", "plain", "--budget-gib", "2", "--run-sizes", "256"],
-    "batch_throughput": ["--size", "64", "--ks", "2", "--iterations", "5"],
+    "batch_throughput": ["--sizes", "64", "--ks", "2", "--iterations", "5"],
     "vs_torch": ["--sizes", "128", "--repeats", "2"],
     "time_to_quality": ["--size", "64", "--torch-iterations", "20", "--jax-max-iterations", "40"],
 }

@@ -33,6 +33,7 @@ from vs_torch import TorchObjective
 
 
 def torch_run(torch, problem, style_arr, iterations: int) -> tuple[float, float, list]:
+    problem = problem.item(0)
     obj = TorchObjective(torch, jax.device_get(problem.params), np.asarray(problem.content_image), style_arr,
                          problem.targets.style_weight, torch.channels_last)  # fmt: skip
     # The optimised tensor stays contiguous (LBFGS flattens its gradient with view());
@@ -65,18 +66,20 @@ def torch_run(torch, problem, style_arr, iterations: int) -> tuple[float, float,
 def jax_time_to(problem, config: OptimizerConfig, thresholds: dict, max_iterations: int) -> dict:
     """For each threshold: seconds (compilation included) and iterations until the loss
     at the current iterate is ≤ it, checked every 10 iterations; None if never."""
-    args = (problem.params, problem.targets)
+    item = problem.item(0)
+    args = (item.params, item.targets)
     start = time.perf_counter()
-    state, done = init_state(problem.init_image, config), 0
+    state, done = init_state(problem.init_images, config), 0
     reached = {}
     while done < max_iterations and len(reached) < len(thresholds):
-        state, result = run_chunk(state, jnp.int32(10), args, loss_fn=problem.objective, config=config, chunk_size=10)
-        done += int(result.ran)
-        current = float(problem.objective(state.image, *args))
+        state, result = run_chunk(state, jnp.int32(10), (item.params,), (problem.targets,), loss_fn=item.objective,
+                                  config=config, chunk_size=10)  # fmt: skip
+        done += int(result.ran[0])
+        current = float(item.objective(state.image[0], *args))
         for name, threshold in thresholds.items():
             if name not in reached and current <= threshold:
                 reached[name] = {"seconds": time.perf_counter() - start, "iterations": done, "loss": current}
-        if int(result.ran) < 10:
+        if int(result.ran[0]) < 10:
             break
     return {name: reached.get(name, {"seconds": None, "iterations": done}) for name in thresholds}
 

@@ -73,7 +73,7 @@ class TorchObjective:
         x = self.torch.einsum("nchw,cd->ndhw", x, self.matrix) + self.offset[None, :, None, None]
         x = x.contiguous(memory_format=self.memory_format)
         out = {}
-        for name in jaxstyle.LAYERS[: jaxstyle.LAYERS.index("relu5_1") + 1]:
+        for name in jaxstyle.vgg.LAYERS[: jaxstyle.vgg.LAYERS.index("relu5_1") + 1]:
             if name.startswith("conv"):
                 kernel, bias = self.convs[name]
                 x = self.F.conv2d(x, kernel, bias, padding=1)
@@ -105,7 +105,7 @@ class TorchObjective:
 
 def measure(size: int, repeats: int, params, torch) -> dict:
     content, style = content_and_style(size)
-    problem = jaxstyle.prepare(content, style, size=size, weights=params)
+    problem = jaxstyle.prepare(content, style, size=size, weights=params).item(0)
     image = np.asarray(problem.init_image)
     # Compare at a generic point, not at the content image (where the content loss is 0).
     rng = np.random.default_rng(1)

@@ -1,13 +1,30 @@
-"""``stylize``: the whole method behind one call."""
+"""``stylize`` and ``stylize_batch``: the whole method behind one call.
+
+One pipeline serves one image and many: a ``StyleProblem`` holds K items (K = 1 for
+``stylize``) whose targets are stacked along a leading axis, and ``solve`` runs them as
+one compiled, vmapped program, the batch axis sharded over the devices. Every option
+works for every item: presets, coarse to fine, masks, colour preservation, blends,
+averaged iterates, checkpoints (the whole batch's state) and sweeps.
+
+    stylize_batch(content, [style_a, style_b, ...])        one content × K styles
+    stylize_batch([content_a, content_b, ...], style)      K contents × one style
+    stylize_batch([content_a, ...], [style_a, ...])        K pairs
+    stylize_batch(content, [[style_a, style_b]], style_blend_weights=[[3, 1]])   blends per item
+    stylize_batch(content, style, sweep={"style_weight": [1e2, 1e3, 1e4]})   one option, K values
+
+Every item gets the output shape of the first content (the others are resized to it,
+aspect ratio not kept), so that the batch is one array and one program.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from .errors import ImageError, OptionError
@@ -15,35 +32,11 @@ from .images import ImageLike, fit_size, load_image, to_array, to_pil
 from .objective import LossLayers, StyleObjective, Targets, balanced_layer_weights, blend_weights, make_targets
 from . import color
 from .checks import finite_number, whole_number
+from .config import DEFAULTS, INITS, NAMES, resolve
 from .checkpoint import load_checkpoint, problem_fingerprint
-from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize
+from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
 from .vgg import add_backward_kernels, convs_needed, min_image_side
 from .weights import load_weights
-
-#: Defaults: see README "Defaults and where they come from".
-DEFAULTS = dict(
-    size=512,
-    iterations=500,
-    optimizer="lbfgs",
-    content_weight=1.0,
-    style_weight="auto",
-    tv_weight=0.0,
-    init="content",
-    pooling="max",
-)
-INITS = ("content", "noise", "style")
-
-#: Named option sets; options given explicitly override them.
-PRESETS = {
-    # Gatys, Ecker & Bethge (2016): white-noise init, L-BFGS, average pooling, w_l = 1/5.
-    "paper": dict(init="noise", optimizer="lbfgs", pooling="avg", iterations=500),
-    # Adam from the content image: cheaper iterations, fewer of them.
-    "fast": dict(init="content", optimizer="adam", learning_rate=0.02, iterations=200),
-    # Coarse to fine over three sizes (×√2 apart): the painting's large-scale structure;
-    # every style layer counting alike (with its own auto β); the iterates averaged.
-    "hq": dict(init="content", optimizer="lbfgs", scales=3, iterations=150, style_layer_weights="balanced",
-               average_decay=0.9),
-}
 
 #: β of ``style_weight="auto"`` for a 512×512 output, per style term. Gram: α/β = 1e-3
 #: with α = 1, the paper's ratio. Gram with balanced layer weights, and sliced
@@ -96,17 +89,54 @@ def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> n
     return to_array(load_image(init, "init image"), (w, h))
 
 
-class StyleProblem(NamedTuple):
-    """Everything one run needs, checked and computed: what ``solve`` takes."""
+#: Options a sweep may vary: they live in the targets, so one program serves every value.
+SWEEPABLE = ("content_weight", "style_weight", "tv_weight", "seed")
+
+
+class Item(NamedTuple):
+    """One item of a problem, unbatched: what its objective is evaluated with."""
 
     objective: StyleObjective
     params: dict
     targets: Targets
-    init_image: jax.Array  # H×W×3 in [0, 1], the output's size
+    init_image: jax.Array  # H×W×3
+    content_image: np.ndarray  # H×W×3, the content in colour
+
+
+class StyleProblem(NamedTuple):
+    """Everything a run of K items needs, checked and computed: what ``solve`` takes.
+
+    The items share the layers, the network, the optimizer, the iteration count and the
+    output shape; ``targets`` has a leading axis K, so does everything per item."""
+
+    objective: StyleObjective
+    params: dict
+    targets: Targets  # every leaf with a leading axis K
+    init_images: jax.Array  # (K, H, W, 3) in [0, 1], the output's size
     optimizer: OptimizerConfig
     iterations: int
     preserve_color: str | None = None  # "luminance"/"swap": solve puts back the content's chroma
-    content_image: np.ndarray | None = None  # H×W×3, the content in colour
+    content_images: np.ndarray | None = None  # (K, H, W, 3), the contents in colour
+
+    @property
+    def size(self) -> int:
+        """K, the number of items."""
+        return int(self.init_images.shape[0])
+
+    @property
+    def init_image(self) -> jax.Array:
+        """The first item's start image (a one-item problem's)."""
+        return self.init_images[0]
+
+    def item(self, k: int = 0) -> Item:
+        """Item ``k`` on its own: ``item.objective(x, item.params, item.targets)`` is its loss."""
+        return Item(self.objective, self.params, jax.tree.map(lambda a: a[k], self.targets), self.init_images[k],
+                    None if self.content_images is None else self.content_images[k])  # fmt: skip
+
+    def finished(self, images) -> list[np.ndarray]:
+        """The optimised images (K, H, W, 3) as the user gets them (the content's chroma put back if asked)."""
+        contents = self.content_images if self.content_images is not None else [None] * len(images)
+        return [_finish(np.asarray(image), self.preserve_color, c) for image, c in zip(images, contents)]
 
 
 def _finish(image: np.ndarray, preserve_color: str | None, content: np.ndarray | None) -> np.ndarray:
@@ -116,41 +146,36 @@ def _finish(image: np.ndarray, preserve_color: str | None, content: np.ndarray |
     return image
 
 
-def prepare(
+def _prepare_item(
     content: ImageLike,
     style: ImageLike,
     *,
-    size: int = DEFAULTS["size"],
-    iterations: int = DEFAULTS["iterations"],
-    optimizer: str = DEFAULTS["optimizer"],
-    content_weight: float = DEFAULTS["content_weight"],
-    style_weight: float | str = DEFAULTS["style_weight"],
-    tv_weight: float = DEFAULTS["tv_weight"],
-    content_layers: Sequence[str] = LossLayers().content,
-    style_layers: Sequence[str] = LossLayers().style,
-    style_layer_weights: Mapping[str, float] | Sequence[float] | str | None = None,
-    pooling: str = DEFAULTS["pooling"],
-    init: str | ImageLike = DEFAULTS["init"],
-    seed: int = 0,
-    weights: str | os.PathLike | Mapping | None = None,
-    learning_rate: float = OptimizerConfig().learning_rate,
-    style_blend_weights: Sequence[float] | None = None,
-    linesearch: str = OptimizerConfig().linesearch,
-    preserve_color: str | None = None,
-    style_scale: float = 1.0,
+    size: int = DEFAULTS.size,
+    iterations: int = DEFAULTS.iterations,
+    optimizer: str = DEFAULTS.optimizer,
+    content_weight: float = DEFAULTS.content_weight,
+    style_weight: float | str = DEFAULTS.style_weight,
+    tv_weight: float = DEFAULTS.tv_weight,
+    content_layers: Sequence[str] = DEFAULTS.content_layers,
+    style_layers: Sequence[str] = DEFAULTS.style_layers,
+    style_layer_weights: Mapping[str, float] | Sequence[float] | str | None = DEFAULTS.style_layer_weights,
+    pooling: str = DEFAULTS.pooling,
+    init: str | ImageLike = DEFAULTS.init,
+    seed: int = DEFAULTS.seed,
+    weights: str | os.PathLike | Mapping | None = DEFAULTS.weights,
+    learning_rate: float = DEFAULTS.learning_rate,
+    style_blend_weights: Sequence[float] | None = DEFAULTS.style_blend_weights,
+    linesearch: str = DEFAULTS.linesearch,
+    preserve_color: str | None = DEFAULTS.preserve_color,
+    style_scale: float = DEFAULTS.style_scale,
     shape: tuple[int, int] | None = None,
-    masks: Sequence[ImageLike] | None = None,
-    style_loss: str = "gram",
-    average_decay: float = 0.0,
-    remat: bool = False,
-    compute_dtype: str = "float32",
+    masks: Sequence[ImageLike] | None = DEFAULTS.masks,
+    style_loss: str = DEFAULTS.style_loss,
+    average_decay: float = DEFAULTS.average_decay,
+    remat: bool = DEFAULTS.remat,
+    compute_dtype: str = DEFAULTS.compute_dtype,
 ) -> StyleProblem:
-    """Check every option, load images and weights, and compute the targets.
-
-    Raises OptionError, ImageError or WeightsError before any optimisation starts.
-    The options are those of ``stylize``; ``shape=(height, width)`` fixes the output's
-    exact size instead (``size`` then only scales the style images).
-    """
+    """One item, as a one-item problem (its targets without the batch axis)."""
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
@@ -217,7 +242,113 @@ def prepare(
     return StyleProblem(
         StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations),
         preserve_color, color_content,
+    )  # fmt: skip (unbatched: prepare_batch stacks the items)
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: dict) -> list[tuple]:
+    """(content, style or list of styles to blend, options) for each item."""
+    contents, styles = _as_list(contents), _as_list(styles)
+    if not contents or not styles:
+        raise OptionError("give at least one content and one style image")
+    if sweep:
+        if len(contents) != 1 or len(styles) != 1:
+            raise OptionError("a sweep takes one content and one style image")
+        if not isinstance(sweep, Mapping):
+            raise OptionError(f"sweep must map option names to lists of values, got {type(sweep).__name__}")
+        unknown = set(sweep) - set(SWEEPABLE)
+        if unknown:
+            raise OptionError(f"cannot sweep {sorted(unknown)}; a sweep varies one of {', '.join(SWEEPABLE)}")
+        lengths = {len(_as_list(v)) for v in sweep.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            raise OptionError("every swept option needs the same number (≥ 1) of values")
+        (k,) = lengths
+        return [(contents[0], styles[0], {**options, **{key: _as_list(v)[i] for key, v in sweep.items()}}) for i in range(k)]
+    if len(contents) == 1:
+        contents = contents * len(styles)
+    elif len(styles) == 1:
+        styles = styles * len(contents)
+    elif len(contents) != len(styles):
+        raise OptionError(
+            f"got {len(contents)} content and {len(styles)} style images: give one content and K styles, "
+            "K contents and one style, or K of each (taken as pairs)"
+        )
+    return [(c, s, options) for c, s in zip(contents, styles)]
+
+
+def _per_item(value, k: int, count: int, what: str):
+    """A per-item option: one value for every item, or (a list of lists) one per item."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        if len(value) != count:
+            raise OptionError(f"{len(value)} lists of {what} for {count} items; give one list per item")
+        return list(value[k])
+    return value
+
+
+def prepare_batch(
+    contents: ImageLike | Sequence,
+    styles: ImageLike | Sequence,
+    *,
+    sweep: Mapping[str, Sequence] | None = None,
+    inits: Sequence | None = None,
+    **options,
+) -> StyleProblem:
+    """Check everything and compute each item's targets; the options are ``stylize``'s.
+
+    ``styles``: one style per item; an item's style may itself be a list of images that
+    blend (``style_blend_weights`` as a list per item, or one list for all), each with its
+    own region mask (``masks``: a list per item, or one list for all). ``inits``: one
+    start image per item (coarse to fine and resumed runs use it). Raises OptionError,
+    ImageError or WeightsError before any optimisation starts. ``shape=(height, width)``
+    fixes the output's exact size instead of ``size``.
+    """
+    if options.get("preset") is not None or options.get("scales", 1) != 1:
+        raise OptionError("presets and scales are stylize's and stylize_batch's; prepare_batch takes plain options")
+    options.pop("preset", None), options.pop("scales", None)
+    unknown = sorted(set(options) - set(NAMES) - {"shape"})
+    if unknown:
+        raise OptionError(f"unknown option(s) {unknown}; the options are: {', '.join(NAMES)}")
+    weights = options.pop("weights", None)
+    items = _items(contents, styles, sweep, options)
+    problems = []
+    for k, (content, style, item_options) in enumerate(items):
+        item_options = dict(item_options)
+        for name, what in (("style_blend_weights", "style blend weights"), ("masks", "masks")):
+            if item_options.get(name) is not None:
+                item_options[name] = _per_item(item_options[name], k, len(items), what)
+        if inits is not None:
+            item_options["init"] = inits[k]
+        if problems:  # every item takes the first one's shape, and its weights: one array, one program
+            item_options["shape"] = tuple(problems[0].init_images.shape[:2])
+            weights = problems[0].params
+        problems.append(_prepare_item(content, style, weights=weights, **item_options))
+    first = problems[0]
+    stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
+    return StyleProblem(
+        first.objective, first.params, jax.tree.map(stack, *[p.targets for p in problems]),
+        jnp.stack([p.init_images for p in problems]), first.optimizer, first.iterations,
+        first.preserve_color, np.stack([p.content_images for p in problems]),
     )  # fmt: skip
+
+
+def prepare(content: ImageLike, style: ImageLike, **options) -> StyleProblem:
+    """A one-item problem: ``prepare_batch`` of one content and one style (or a list of
+    styles that blend). Raises OptionError, ImageError or WeightsError before any
+    optimisation starts."""
+    return prepare_batch([content], [style], **options)
+
+
+def _pad(tree: Any, total: int) -> Any:
+    """Repeat each leaf's last item along axis 0 up to ``total`` items."""
+
+    def pad(a):
+        extra = total - a.shape[0]
+        return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+    return jax.tree.map(pad, tree)
 
 
 def solve(
@@ -226,23 +357,72 @@ def solve(
     callback: Callable[[Progress], None] | None = None,
     chunk_size: int = 10,
     resume: str | os.PathLike | None = None,
-) -> Image.Image:
-    """Run the optimisation of a prepared problem; return the image.
+    devices: Sequence[jax.Device] | None = None,
+) -> list[Image.Image]:
+    """Run the optimisation of a prepared problem; return its K images.
 
-    ``resume``: a checkpoint of the same problem (``save_checkpoint``, or the CLI's
-    ``--checkpoint``) to continue from; the result is the one an uninterrupted run gives.
-    If the loss becomes NaN or infinite the run stops with a ``NonFiniteLossWarning``
-    and the last image whose loss was finite is returned.
+    The batch axis is sharded over ``devices`` (default: all of ``jax.devices()``; the
+    batch is padded to a multiple of their count with copies of the last item, and the
+    padding dropped). ``resume``: a checkpoint of the same problem (``save_checkpoint``,
+    or the CLI's ``--checkpoint``) to continue from; the result is the one an
+    uninterrupted run gives. An item whose loss becomes NaN or infinite stops alone with
+    a ``NonFiniteLossWarning`` and keeps the last image whose loss was finite.
     """
+    count = problem.size
+    devices = list(devices) if devices is not None else jax.devices()
+    total = -(-count // len(devices)) * len(devices)
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    along, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
     start = None
     if resume is not None:
-        template = init_state(problem.init_image, problem.optimizer)
-        start = load_checkpoint(resume, template, problem_fingerprint(problem))
-    image, _ = minimize(
-        problem.objective, (problem.params, problem.targets), problem.init_image,
-        problem.iterations, problem.optimizer, chunk_size=chunk_size, callback=callback, resume=start,
+        template = init_state(problem.init_images, problem.optimizer)
+        state, done = load_checkpoint(resume, template, problem_fingerprint(problem))
+        start = (_pad(state, total), done)
+
+    def progress(p: Progress):
+        if callback is not None:
+            callback(p._replace(losses=p.losses[:count], images=p.images[:count]))
+
+    images, _, _ = minimize_batch(
+        problem.objective, (jax.device_put(problem.params, whole),), (jax.device_put(_pad(problem.targets, total), along),),
+        _pad(problem.init_images, total), problem.iterations, problem.optimizer, chunk_size=chunk_size,
+        callback=progress, resume=start, place=lambda state: jax.device_put(state, along),
     )  # fmt: skip
-    return to_pil(_finish(np.asarray(image), problem.preserve_color, problem.content_image))
+    return [to_pil(image) for image in problem.finished(np.asarray(images)[:count])]
+
+
+def stylize_batch(
+    contents: ImageLike | Sequence,
+    styles: ImageLike | Sequence,
+    *,
+    sweep: Mapping[str, Sequence] | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    chunk_size: int = 10,
+    devices: Sequence[jax.Device] | None = None,
+    **options,
+) -> list[Image.Image]:
+    """Stylize K items as one vmapped, sharded program; returns their K images in order.
+
+    One content × K styles, K contents × one style, K (content, style) pairs, or one pair
+    with ``sweep={option: [K values]}`` for an option in ``SWEEPABLE``. An item's style may
+    be a list of images that blend. The options are ``stylize``'s, presets and coarse to
+    fine included. Each image is what ``stylize`` gives for that item alone (equal up to
+    float rounding: batched convolutions may sum in another order).
+    """
+    options = with_preset(options)
+    scales = options.pop("scales", 1)
+    inits, params = coarse_to_fine_inits(contents, styles, scales=scales, sweep=sweep, callback=callback,
+                                         chunk_size=chunk_size, devices=devices, **options)  # fmt: skip
+    if inits is not None:
+        options["weights"] = params  # the weights loaded once, for every scale
+    problem = prepare_batch(contents, styles, sweep=sweep, inits=inits, **options)
+    return solve(problem, callback=callback, chunk_size=chunk_size, devices=devices)
+
+
+def with_preset(options: Mapping) -> dict:
+    """``options`` over their preset's (``PRESETS``), or over the defaults: explicit options win."""
+    options = dict(options)
+    return resolve(options.pop("preset", None), **options).as_dict()
 
 
 def stylize(
@@ -258,12 +438,12 @@ def stylize(
     ``content``/``style``/``init`` accept a path, a PIL image or an H×W×3 array
     (uint8, or float in [0, 1]). ``style`` may be a list of images: their style targets
     blend, A_l = Σ b_i A_l^(i), with ``style_blend_weights`` b (normalised; default
-    equal). Options (defaults in ``DEFAULTS``):
+    equal). Options (``jaxstyle.config.Options``; the defaults are ``DEFAULTS``):
 
     - ``size``: the output's longer side in px (the content's aspect ratio is kept);
       the style image is resized to the same longer side.
-    - ``iterations``, ``optimizer`` ("lbfgs" or "adam"), ``learning_rate`` (Adam's),
-      ``linesearch`` (L-BFGS's: "zoom" or "backtracking").
+    - ``iterations``, ``optimizer`` ("lbfgs", "adam", or any ``optax.GradientTransformation``),
+      ``learning_rate`` (Adam's), ``linesearch`` (L-BFGS's: "zoom" or "backtracking").
     - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ. ``style_weight="auto"``
       is ``auto_style_weight(H, W)``: α/β = 1e-3 at 512×512, the same balance at any size.
     - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each;
@@ -287,18 +467,9 @@ def stylize(
       (default 1: ``size`` alone); ``iterations`` run at each.
 
     ``callback(Progress)`` is called every ``chunk_size`` iterations (counting anew at
-    each scale). Returns the stylized RGB image.
+    each scale). Returns the stylized RGB image. It is ``stylize_batch`` of one item.
     """
-    preset = options.pop("preset", None)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise OptionError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        options = {**PRESETS[preset], **options}
-    scales = options.pop("scales", 1)
-    init, params = coarse_to_fine_init(content, style, scales=scales, callback=callback, chunk_size=chunk_size, **options)
-    if init is not None:
-        options.update(init=init, weights=params)  # the weights loaded once, for every scale
-    return solve(prepare(content, style, **options), callback=callback, chunk_size=chunk_size)
+    return stylize_batch([content], [style], callback=callback, chunk_size=chunk_size, **options)[0]
 
 
 def vgg_params(weights: str | os.PathLike | Mapping | None, layers: Iterable[str] | None = None) -> dict:
@@ -320,22 +491,20 @@ def scale_sizes(size: int, scales: int) -> list[int]:
     return [max(1, round(size / 2 ** ((scales - 1 - i) / 2))) for i in range(scales)]
 
 
-def coarse_to_fine_init(
-    content: ImageLike, style: ImageLike, *, scales: int = 1, callback=None, chunk_size: int = 10, **options
-) -> tuple[Image.Image | None, dict | None]:
-    """Run every scale but the finest; return its result, to initialise the finest,
+def coarse_to_fine_inits(
+    contents, styles, *, scales: int = 1, sweep=None, callback=None, chunk_size: int = 10, devices=None, **options
+) -> tuple[list[Image.Image] | None, dict | None]:
+    """Run every scale but the finest; return its K results, to start the finest from,
     and the prepared weights, to reuse there. (None, None) when ``scales`` is 1.
 
-    Scale k starts from scale k−1's result, upsampled (Lanczos); the style images are
+    Scale k starts from scale k−1's results, upsampled (Lanczos); the style images are
     resized for each scale as for any size. The weights are loaded once.
     """
     scales = whole_number(scales, "scales", minimum=1)
-    size = options.pop("size", DEFAULTS["size"])
-    image = None
+    size = options.pop("size", DEFAULTS.size)
+    images = None
     for coarse in scale_sizes(size, scales)[:-1]:
-        if image is not None:
-            options["init"] = image
-        problem = prepare(content, style, size=coarse, **options)
+        problem = prepare_batch(contents, styles, sweep=sweep, inits=images, size=coarse, **options)
         options["weights"] = problem.params
-        image = solve(problem, callback=callback, chunk_size=chunk_size)
-    return image, options.get("weights") if image is not None else None
+        images = solve(problem, callback=callback, chunk_size=chunk_size, devices=devices)
+    return images, options.get("weights") if images is not None else None

@@ -2,8 +2,8 @@
 
 A checkpoint is msgpack written with ``flax.serialization`` (no pickle): the format
 name and version, the iterations done, a fingerprint of the problem it belongs to,
-the image the run started from (it decides balanced layer weights; for coarse to
-fine it is the upsampled coarser result, so a resumed run need not recompute it),
+the images the run started from (they decide balanced layer weights; for coarse to
+fine they are the upsampled coarser results, so a resumed run need not recompute it),
 and the ``RunState`` as a state dict. Resuming restores the state onto a freshly
 initialised one of the same problem, so the run goes on exactly as if it had never
 stopped (the loop is deterministic and chunking does not change its result).
@@ -34,7 +34,7 @@ def problem_fingerprint(problem) -> str:
     the init are left out, so a resumed run may be asked to go further.
     """
     h = hashlib.sha256()
-    h.update(repr((problem.objective.layers, problem.optimizer, problem.init_image.shape)).encode())
+    h.update(repr((problem.objective.layers, problem.optimizer, problem.init_images.shape)).encode())
     for leaf in jax.tree.leaves(jax.device_get(problem.targets)):
         a = np.ascontiguousarray(leaf)
         h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -42,14 +42,15 @@ def problem_fingerprint(problem) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fingerprint: str, *, start_image) -> Path:
-    """Write ``state`` after ``iteration`` iterations of the run that began at ``start_image``, atomically."""
+def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fingerprint: str, *, start_images) -> Path:
+    """Write ``state`` after ``iteration`` iterations of the run that began at ``start_images``
+    (K, H, W, 3), atomically."""
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "iteration": int(iteration),
         "fingerprint": fingerprint,
-        "start_image": np.asarray(start_image, np.float32),
+        "start_images": np.asarray(start_images, np.float32),
         "state": serialization.to_state_dict(jax.device_get(state)),
     }
     return write_document(path, document)
@@ -60,13 +61,13 @@ def _read(path: Path) -> dict:
     return read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint", error=CheckpointError, hint=hint)
 
 
-def checkpoint_start_image(path: str | os.PathLike) -> np.ndarray:
-    """The (H, W, 3) image in [0, 1] the checkpointed run started from."""
+def checkpoint_start_images(path: str | os.PathLike) -> np.ndarray:
+    """The (K, H, W, 3) images in [0, 1] the checkpointed run started from."""
     path = Path(path)
-    image = _read(path).get("start_image")
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or not np.all(np.isfinite(image)):
-        raise CheckpointError(f"{path}: no valid start image in the checkpoint; start afresh without --resume")
-    return image.astype(np.float32)
+    images = _read(path).get("start_images")
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 or not np.all(np.isfinite(images)):
+        raise CheckpointError(f"{path}: no valid start images in the checkpoint; start afresh without --resume")
+    return images.astype(np.float32)
 
 
 def load_checkpoint(path: str | os.PathLike, template: RunState, fingerprint: str) -> tuple[RunState, int]:

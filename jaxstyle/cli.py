@@ -15,30 +15,6 @@ import numpy as np
 from .errors import JaxstyleError, OptionError
 
 
-def _layer_list(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _layer_weights(text: str) -> tuple[float, ...] | str:
-    return text if text == "balanced" else _float_list(text)
-
-
-def _style_weight(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line like every other jaxstyle error."""
 
@@ -47,14 +23,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .api import DEFAULTS, INITS
-    from .objective import LossLayers
+    from . import config
 
     parser = _Parser(prog="jaxstyle", description="Neural style transfer in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("stylize", help="paint a content image in the style of another")
-    parser._stylize = p
     p.add_argument("content", help="content image (photo)")
     p.add_argument("styles", nargs="+", metavar="STYLE",
                    help="style image (painting); several are blended, or with --batch each gets its own output")
@@ -62,50 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output image path (.png, .jpg, ...); with --batch and several styles, a pattern with {style} or {index}")
     p.add_argument("--batch", action="store_true",
                    help="one output per style, all computed as one vmapped program over the available devices")
-    p.add_argument("--style-blend-weights", type=_float_list, default=None,
-                   help="comma-separated, one per style image when they blend (default equal)")
-    p.add_argument("--size", type=int, default=DEFAULTS["size"], help="longer side of the output in px (default %(default)s)")
-    p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"], help="optimizer iterations (default %(default)s)")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=DEFAULTS["optimizer"])
-    p.add_argument("--linesearch", choices=("zoom", "backtracking"), default="zoom",
-                   help="L-BFGS line search (default %(default)s; backtracking is cheaper in --batch)")
-    p.add_argument("--learning-rate", type=float, default=0.02, help="Adam step size, pixels in [0,1] (default %(default)s)")
-    p.add_argument("--content-weight", type=float, default=DEFAULTS["content_weight"], help="alpha (default %(default)s)")
-    p.add_argument("--style-weight", type=_style_weight, default=DEFAULTS["style_weight"],
-                   help="beta, or 'auto': 1000 at 512x512, scaled by the output's pixel count (default %(default)s)")
-    p.add_argument("--tv-weight", type=float, default=DEFAULTS["tv_weight"], help="gamma (default %(default)s)")
-    p.add_argument("--content-layers", type=_layer_list, default=LossLayers().content, help="comma-separated (default relu4_2)")
-    p.add_argument("--style-layers", type=_layer_list, default=LossLayers().style, help="comma-separated (default relu1_1..relu5_1)")
-    p.add_argument("--style-layer-weights", type=_layer_weights, default=None,
-                   help="comma-separated, one per style layer (default equal, 1/L), or 'balanced': every layer counts alike at the start")
-    p.add_argument("--remat", action="store_true",
-                   help="recompute each VGG block in the backward pass: much less memory for large images, ~1/3 more time")
-    p.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16 runs VGG in bfloat16 (for accelerators; losses stay float32)")
-    p.add_argument("--average-decay", type=float, default=0.0, metavar="D",
-                   help="return the moving average of the iterates with decay D in [0, 1) (default 0: the last iterate)")
-    p.add_argument("--pooling", choices=("max", "avg"), default=DEFAULTS["pooling"])
-    p.add_argument("--preserve-color", choices=("luminance", "histogram", "swap"), default=None,
-                   help="keep the content's colours: transfer luminance only, match the style's colours first, "
-                        "or put the content's chroma back after")
-    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output (default 1)")
-    p.add_argument("--masks", nargs="+", default=None, metavar="MASK",
-                   help="one greyscale image per style (white: where that style paints); guided Grams, Gatys et al. 2017")
-    p.add_argument("--style-loss", choices=("gram", "sliced_wasserstein"), default="gram",
-                   help="Gram matrices (the paper), or sliced Wasserstein: whole feature distributions (default %(default)s)")
-    p.add_argument("--preset", choices=("paper", "fast", "hq"), default=None,
-                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to fine, 150 iterations each, balanced layer weights, averaged iterates")
-    p.add_argument("--scales", type=int, default=1, metavar="N",
-                   help="coarse to fine: N sizes x√2 apart ending at --size, --iterations at each (default 1)")
-    p.add_argument("--init", default=DEFAULTS["init"], help=f"{', '.join(INITS)}, or an image path (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise init (default %(default)s)")
+    p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
+                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to "
+                        "fine, 150 iterations each, balanced layer weights, averaged iterates (flags you give win)")
+    config.add_flags(p)  # every option of stylize, from jaxstyle.config.Options
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="keep the image and optimizer state here every --checkpoint-every iterations")
+                   help="keep the images and optimizer state here every --checkpoint-every iterations")
     p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="(default %(default)s)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run saved in this checkpoint (same images and options; may raise --iterations)")
-    p.add_argument("--weights", default=None, help="converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     w = commands.add_parser("weights", help="obtain or inspect the VGG-19 weights")
@@ -144,7 +84,7 @@ def _compilation_cache():
 
 def _inputs(args) -> tuple[str, ...]:
     """Every file the run reads: none of them may be written."""
-    from .api import INITS
+    from .config import INITS
 
     files = [args.content, *args.styles, *(args.masks or ()), args.weights, args.resume]
     if args.init not in INITS:
@@ -163,8 +103,9 @@ def _check_checkpoint_path(checkpoint: str, resume: str | None, files) -> None:
 
 
 def _stylize(args) -> int:
-    from .api import prepare, solve
-    from .checkpoint import checkpoint_start_image, problem_fingerprint, save_checkpoint
+    """One pipeline for one output and for --batch: a problem of K items (K = 1 without --batch)."""
+    from .api import prepare_batch, solve
+    from .checkpoint import checkpoint_start_images, problem_fingerprint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
 
     if args.save_every < 0:
@@ -172,51 +113,48 @@ def _stylize(args) -> int:
     if args.checkpoint_every < 1:
         raise OptionError(f"--checkpoint-every must be ≥ 1, got {args.checkpoint_every}")
     inputs = _inputs(args)
-    if args.batch:
-        return _stylize_batch(args, inputs)
-    output = Path(args.output)
-    check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
+    if args.batch:  # each style its own item and output
+        if args.style_blend_weights is not None:
+            raise OptionError("--style-blend-weights blends the styles into one output; with --batch each style has its own")
+        styles, outputs = list(args.styles), _batch_outputs(args.output, args.styles)
+        masks = None if args.masks is None else [[m] for m in args.masks]  # one region per item's style
+        if masks is not None and len(masks) != len(styles):
+            raise OptionError(f"{len(masks)} masks for {len(styles)} styles; with --batch give one mask per style")
+    else:  # the styles blend into one output
+        styles, outputs, masks = [list(args.styles)], [Path(args.output)], args.masks
+    for output in outputs:
+        check_output_path(output, inputs)  # refuse a bad output before minutes of work, not after
     checkpoint = args.checkpoint or args.resume  # a resumed run keeps its checkpoint going
     if checkpoint:
-        _check_checkpoint_path(checkpoint, args.resume, (*inputs, output))
+        _check_checkpoint_path(checkpoint, args.resume, (*inputs, *outputs))
     options = _options(args)
+    options.update(masks=masks, style_blend_weights=args.style_blend_weights)
+    inits = None
     if args.resume:
-        # The run goes on from the image its (finest) scale started from: that image decides
-        # the balanced layer weights, and the coarse scales that made it need not run again.
-        options["init"] = checkpoint_start_image(args.resume)
+        # The run goes on from the images its (finest) scale started from: they decide
+        # the balanced layer weights, and the coarse scales that made them need not run again.
+        inits = list(checkpoint_start_images(args.resume))
     elif args.scales > 1:
-        options["init"], options["weights"] = _coarse_scales(args, options)
-    problem = prepare(args.content, args.styles, style_blend_weights=args.style_blend_weights, **options)
+        inits, options["weights"] = _coarse_scales(args, styles, options)
+    problem = prepare_batch(args.content, styles, inits=inits, **options)
     if not args.quiet:
-        _describe(args, problem.init_image.shape, problem.targets)
+        _describe(args, problem.init_images.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
-    run = _Run(args, [output], inputs)
-    finish = _finisher(problem.preserve_color, [problem.content_image])
+    run = _Run(args, outputs, inputs)
 
     def progress(p):
-        run.update(p.iteration, p.loss, finish([p.image]))
+        run.update(p.iteration, p.loss, problem.finished(p.images))
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
-            step_path = output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}")
-            save_image(to_pil(run.latest[0]), step_path, inputs)
+            for image, output in zip(run.latest, outputs):
+                save_image(to_pil(image), output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}"), inputs)
         due = p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations
         if checkpoint and (due or run.interrupt):  # the state is valid now, during the call
-            save_checkpoint(checkpoint, p.state, p.iteration, fingerprint, start_image=problem.init_image)
+            save_checkpoint(checkpoint, p.state, p.iteration, fingerprint, start_images=problem.init_images)
         run.stop_if_asked()
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
-    return run(lambda: [solve(problem, callback=progress, chunk_size=chunk, resume=args.resume)], hint)
-
-
-def _finisher(preserve_color, contents):
-    """Turn iterates into the images a user gets (the content's chroma put back if asked),
-    as host arrays: what intermediate and Ctrl-C saves write, like the final one."""
-    from .api import _finish
-
-    def finish(images):
-        return [_finish(np.asarray(image), preserve_color, content) for image, content in zip(images, contents)]
-
-    return finish
+    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=args.resume), hint)
 
 
 class _Interrupted(Exception):
@@ -304,10 +242,10 @@ def _interrupt_between_chunks(requested: list):
         signal.signal(signal.SIGINT, previous)
 
 
-def _coarse_scales(args, options):
+def _coarse_scales(args, styles, options):
     from tqdm import tqdm
 
-    from .api import coarse_to_fine_init, scale_sizes
+    from .api import coarse_to_fine_inits, scale_sizes
 
     sizes = scale_sizes(args.size, args.scales)
     if not args.quiet:
@@ -321,23 +259,18 @@ def _coarse_scales(args, options):
         bar.set_postfix(loss=f"{p.loss:.4g}")
 
     try:
-        return coarse_to_fine_init(args.content, args.styles, scales=args.scales, callback=progress,
-                                   style_blend_weights=args.style_blend_weights, **options)  # fmt: skip
+        return coarse_to_fine_inits(args.content, styles, scales=args.scales, callback=progress, **options)
     finally:
         bar.close()
 
 
 def _options(args) -> dict:
-    """The options of ``prepare`` that the CLI sets."""
-    return dict(
-        size=args.size, iterations=args.iterations, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        linesearch=args.linesearch, preserve_color=args.preserve_color, style_scale=args.style_scale,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        content_layers=args.content_layers, style_layers=args.style_layers,
-        style_layer_weights=args.style_layer_weights, pooling=args.pooling, init=args.init, seed=args.seed,
-        weights=args.weights, masks=args.masks, style_loss=args.style_loss, average_decay=args.average_decay,
-        remat=args.remat, compute_dtype=args.compute_dtype,
-    )  # fmt: skip
+    """The options of ``prepare_batch`` that the CLI sets (masks and blend weights: per item, in ``_stylize``)."""
+    from .config import NAMES
+
+    options = {name: getattr(args, name) for name in NAMES}
+    del options["scales"], options["masks"], options["style_blend_weights"]
+    return options
 
 
 def _describe(args, shape, targets) -> None:
@@ -358,32 +291,6 @@ def _batch_outputs(pattern: str, styles: list[str]) -> list[Path]:
     if len(set(outputs)) != len(outputs):
         raise OptionError(f"-o {pattern!r} gives two styles the same output name; use {{index}}")
     return outputs
-
-
-def _stylize_batch(args, inputs) -> int:
-    from .batch import prepare_batch, solve_batch
-    from .images import check_output_path
-
-    for flag, value in (("--checkpoint", args.checkpoint), ("--resume", args.resume),
-                        ("--save-every", args.save_every), ("--style-blend-weights", args.style_blend_weights),
-                        ("--scales", args.scales > 1), ("--masks", args.masks)):  # fmt: skip
-        if value:
-            raise OptionError(f"--batch does not take {flag} (yet); run the styles one by one for that")
-    outputs = _batch_outputs(args.output, args.styles)
-    for output in outputs:
-        check_output_path(output, inputs)
-    batch = prepare_batch(args.content, args.styles, **_options(args))
-    if not args.quiet:
-        _describe(args, batch.init_images.shape, batch.targets)
-    run = _Run(args, outputs, inputs)
-    contents = batch.content_images if batch.content_images is not None else [None] * len(outputs)
-    finish = _finisher(batch.preserve_color, contents)
-
-    def progress(p):
-        run.update(p.iteration, np.nanmax(p.losses), finish(p.images))
-        run.stop_if_asked()
-
-    return run(lambda: solve_batch(batch, callback=progress))
 
 
 def _weights(args) -> int:
@@ -410,12 +317,12 @@ def _weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "preset", None):
-        from .api import PRESETS
+    if args.command == "stylize":
+        from . import config
 
-        # The preset's values become the defaults, so that flags given explicitly win.
-        parser._stylize.set_defaults(**PRESETS[args.preset])
-        args = parser.parse_args(argv)
+        # The preset's options (or the defaults), with the flags given explicitly winning.
+        for name, value in config.resolve(args.preset, **config.given(args)).as_dict().items():
+            setattr(args, name, value)
     try:
         if args.command == "stylize":
             with _compilation_cache():

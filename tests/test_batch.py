@@ -14,9 +14,9 @@ from PIL import Image
 
 import jaxstyle
 from jaxstyle import OptionError
-from jaxstyle.batch import StyleBatch, minimize_batch, prepare_batch, stylize_batch
+from jaxstyle import prepare_batch, stylize_batch
 from jaxstyle.cli import main
-from jaxstyle.optimize import NonFiniteLossWarning, OptimizerConfig, minimize
+from jaxstyle.optimize import NonFiniteLossWarning, OptimizerConfig, minimize, minimize_batch
 
 FAST = dict(size=32, iterations=8, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
             content_layers=("relu3_1",))  # fmt: skip
@@ -68,7 +68,6 @@ def test_bad_batches_are_refused(random_params, rng):
         ((c[0], s[0]), {"sweep": {"size": [32, 48]}}, "cannot sweep"),
         ((c, s[0]), {"sweep": {"style_weight": [1, 2]}}, "one content and one style"),
         ((c[0], s[0]), {"sweep": {"style_weight": [1, 2], "tv_weight": [1]}}, "same number"),
-        ((c[0], s), {"scales": 2}, "does not take scales"),
     ]:  # fmt: skip
         with pytest.raises(OptionError, match=message):
             prepare_batch(*args, weights=random_params, **{**FAST, **kwargs})
@@ -82,9 +81,9 @@ def test_an_item_that_breaks_stops_alone():
     x0 = jnp.full((2, 8, 8, 3), 0.5, jnp.float32)
     targets = jnp.stack([jnp.ones((8, 8, 3)), jnp.zeros((8, 8, 3))])  # item 0 climbs past 0.8, item 1 falls
     config = OptimizerConfig("adam", learning_rate=0.02)
-    batch = StyleBatch(_breaks_past, jnp.float32(0.8), targets, x0, config, 60)
     with pytest.warns(NonFiniteLossWarning, match=r"for batch item 0;"):
-        images, histories = minimize_batch(batch)
+        images, histories, stopped = minimize_batch(_breaks_past, (jnp.float32(0.8),), (targets,), x0, 60, config)
+    assert stopped == [0]
     assert 10 < len(histories[0]) < 60 and len(histories[1]) == 60
     for i in range(2):
         alone, _ = minimize(_breaks_past, (jnp.float32(0.8), targets[i]), x0[i], len(histories[i]) - (i == 0), config)
@@ -95,7 +94,7 @@ SHARDED = """
 import json, sys
 import jax, numpy as np
 from conftest import smooth_image
-from jaxstyle.batch import stylize_batch
+from jaxstyle import stylize_batch
 from jaxstyle.vgg import init_vgg19_params
 from conftest import LOSS_CONVS
 params = jax.tree.map(np.asarray, init_vgg19_params(jax.random.key(0), LOSS_CONVS))

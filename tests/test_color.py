@@ -61,13 +61,13 @@ def test_stylized_output_has_the_content_chroma(random_params, rng, mode):
     assert np.abs(chroma(out) - chroma(content)).mean() < 0.01  # uint8 rounding and a little clipping
     assert np.abs(chroma(plain) - chroma(content)).mean() > 0.02  # without it the colours do move
     if mode == "luminance":
-        problem = jaxstyle.prepare(content, style, preserve_color=mode, weights=random_params, **FAST)
+        problem = jaxstyle.prepare(content, style, preserve_color=mode, weights=random_params, **FAST).item()
         assert np.ptp(np.asarray(problem.init_image), axis=-1).max() == 0  # the transfer itself is grey
 
 
 def test_histogram_mode_computes_the_style_targets_from_recoloured_style(random_params, rng):
     content, style = _mid(rng, 27, 32), smooth_image(rng, 32, 32) * [1.0, 0.3, 0.2]
-    problem = jaxstyle.prepare(content, style, preserve_color="histogram", weights=random_params, **FAST)
+    problem = jaxstyle.prepare(content, style, preserve_color="histogram", weights=random_params, **FAST).item()
     layers = LossLayers(FAST["content_layers"], FAST["style_layers"])
     style_arr = to_array(to_pil(style), fit_size(32, 32, 32))
     want = make_targets(problem.params, to_array(to_pil(content), (32, 27)),
@@ -80,7 +80,7 @@ def test_histogram_mode_computes_the_style_targets_from_recoloured_style(random_
 def test_style_scale_resizes_the_style_relative_to_the_output(random_params, rng):
     content, style = _mid(rng, 48, 64), smooth_image(rng, 60, 60)
     layers = LossLayers(FAST["content_layers"], FAST["style_layers"])
-    problem = jaxstyle.prepare(content, style, style_scale=0.5, weights=random_params, **{**FAST, "size": 64})
+    problem = jaxstyle.prepare(content, style, style_scale=0.5, weights=random_params, **{**FAST, "size": 64}).item()
     small_style = np.asarray(to_pil(style).resize((32, 32), Image.Resampling.LANCZOS), np.float32) / 255
     want = make_targets(problem.params, np.asarray(problem.init_image), small_style, layers,
                         content_weight=1, style_weight=1e4, tv_weight=0)  # fmt: skip

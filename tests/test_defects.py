@@ -38,8 +38,7 @@ def _no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the run started before the bad option was refused")
 
-    monkeypatch.setattr(jaxstyle.api, "prepare", refuse)
-    monkeypatch.setattr("jaxstyle.batch.prepare_batch", refuse)
+    monkeypatch.setattr(jaxstyle.api, "prepare_batch", refuse)
 
 
 # 1. A batch output pattern with an unknown field.

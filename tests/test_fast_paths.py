@@ -148,8 +148,8 @@ def test_prepared_weights_choose_the_convolutions(random_params, rng):
 
     content, style = rng.random((40, 48, 3)), rng.random((32, 32, 3))
     options = dict(size=48, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
-    auto = prepare(content, style, weights=random_params, **options)
-    plain = prepare(content, style, weights=add_backward_kernels(random_params, winograd=False), **options)
+    auto = prepare(content, style, weights=random_params, **options).item()
+    plain = prepare(content, style, weights=add_backward_kernels(random_params, winograd=False), **options).item()
     on_cpu = jax.default_backend() == "cpu"
     assert ("winograd" in auto.params["conv2_1"]) == on_cpu and "winograd" not in plain.params["conv2_1"]
     assert "conv2_2" not in auto.params  # deeper than any loss layer: left out

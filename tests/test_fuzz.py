@@ -116,7 +116,8 @@ def test_any_options_give_a_problem_or_a_jaxstyle_error(options):
     image = np.asarray(problem.init_image)
     assert image.ndim == 3 and image.shape[2] == 3 and max(image.shape[:2]) == options.get("size", 512)
     assert np.all(np.isfinite(image)) and image.min() >= 0 and image.max() <= 1
-    for leaf in (problem.targets.content_weight, problem.targets.style_weight, problem.targets.tv_weight):
+    targets = problem.item(0).targets
+    for leaf in (targets.content_weight, targets.style_weight, targets.tv_weight):
         assert np.isfinite(float(leaf)) and float(leaf) >= 0
 
 
@@ -188,7 +189,6 @@ def test_any_command_line_gives_an_image_or_one_error_line(argv, tmp_path_factor
     from unittest import mock
 
     import jaxstyle.api
-    import jaxstyle.batch
     from jaxstyle.cli import main
     from jaxstyle.images import to_pil
 
@@ -198,10 +198,9 @@ def test_any_command_line_gives_an_image_or_one_error_line(argv, tmp_path_factor
     out = d / "out.png"
     out.unlink(missing_ok=True)
     # Parsing, checking and preparing run for real; the optimisation is replaced by its start.
-    quick_solve = lambda problem, **kw: to_pil(problem.init_image)  # noqa: E731
-    quick_batch = lambda batch, **kw: (np.asarray(batch.init_images), [[] for _ in batch.init_images])  # noqa: E731
+    quick_solve = lambda problem, **kw: [to_pil(image) for image in problem.init_images]  # noqa: E731
     full = ["stylize", str(d / "content.png"), str(d / "style.png"), "-o", str(out), "--weights", str(d / "w.msgpack"), *argv]
-    with mock.patch.object(jaxstyle.api, "solve", quick_solve), mock.patch.object(jaxstyle.batch, "minimize_batch", quick_batch):
+    with mock.patch.object(jaxstyle.api, "solve", quick_solve):
         try:
             code = main(full)
         except SystemExit as e:  # argparse's usage errors

@@ -56,8 +56,8 @@ def test_average_decay_is_checked(random_weights_file, rng):
 def test_balanced_layer_weights_make_every_layer_count_alike_at_the_start(random_weights_file, rng):
     content, style = smooth_image(rng, 40, 40), smooth_image(rng, 40, 40)
     common = dict(size=40, style_layers=LAYERS.style, content_layers=LAYERS.content, weights=random_weights_file)
-    problem = jaxstyle.prepare(content, style, style_layer_weights="balanced", **common)
-    plain = jaxstyle.prepare(content, style, **common)
+    problem = jaxstyle.prepare(content, style, style_layer_weights="balanced", **common).item()
+    plain = jaxstyle.prepare(content, style, **common).item()
     # E_l at the initial image, in numpy from the features and the style Grams.
     feats = vgg19_features(problem.params, problem.init_image[None], LAYERS.style)
     energies = {}

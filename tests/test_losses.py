@@ -5,7 +5,8 @@ import pytest
 import reference
 from conftest import smooth_image
 
-from jaxstyle import OptionError, content_loss, gram_matrix, style_layer_loss, style_loss, total_loss, total_variation
+from jaxstyle import OptionError
+from jaxstyle.losses import content_loss, gram_matrix, style_layer_loss, style_loss, total_loss, total_variation
 from jaxstyle.objective import LossLayers, loss_terms, make_targets
 from jaxstyle.optimize import box
 

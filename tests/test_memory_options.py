@@ -40,8 +40,8 @@ def test_remat_is_recomputation_in_the_program(random_params, rng):
 def test_bfloat16_compute_stays_close_to_float32(random_weights_file, rng):
     content, style = smooth_image(rng, 48, 48), smooth_image(rng, 48, 48)
     common = dict(size=48, weights=random_weights_file)
-    f32 = jaxstyle.prepare(content, style, **common)
-    bf16 = jaxstyle.prepare(content, style, compute_dtype="bfloat16", **common)
+    f32 = jaxstyle.prepare(content, style, **common).item()
+    bf16 = jaxstyle.prepare(content, style, compute_dtype="bfloat16", **common).item()
     feats = vgg19_features(bf16.params, bf16.init_image[None], ("relu2_1",), compute_dtype="bfloat16")
     assert feats["relu2_1"].dtype == jnp.bfloat16
     x = jnp.clip(f32.init_image + 0.1 * jnp.asarray(rng.standard_normal(f32.init_image.shape), jnp.float32), 0, 1)

@@ -10,7 +10,6 @@ from conftest import smooth_image
 from PIL import Image
 
 import jaxstyle.api
-import jaxstyle.batch
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -32,17 +31,15 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, random_weights_file, 
         Image.fromarray((smooth_image(rng, 40, 48) * 255).astype(np.uint8)).save(tmp_path / f"{name}.jpg")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JAXSTYLE_WEIGHTS", str(random_weights_file))
-    prepare = jaxstyle.api.prepare
-    sizes = []
+    prepare = jaxstyle.api.prepare_batch
 
-    def small(content, style, **options):  # the snippet's own options, at test size
-        sizes.append(options.get("size"))
-        options["size"] = min(options.get("size", 32), 32)
+    def small(contents, styles, **options):  # the snippet's own options, at test size
+        if "shape" not in options:
+            options["size"] = min(options.get("size", 32), 32)
         options["iterations"] = min(options.get("iterations", 2), 2)
-        return prepare(content, style, **options)
+        return prepare(contents, styles, **options)
 
-    monkeypatch.setattr(jaxstyle.api, "prepare", small)
-    monkeypatch.setattr(jaxstyle.batch, "prepare", small)
+    monkeypatch.setattr(jaxstyle.api, "prepare_batch", small)
     namespace = {}
     exec(compile(python_snippets()[index], f"README.md python snippet {index + 1}", "exec"), namespace)
     assert {"image", "images", "grams"} & set(namespace)  # every snippet computes something it names

@@ -8,7 +8,8 @@ import reference
 from conftest import smooth_image
 
 import jaxstyle
-from jaxstyle import load_weights, loss_terms, vgg19_features
+from jaxstyle import load_weights, vgg19_features
+from jaxstyle.objective import loss_terms
 from jaxstyle.fetch import KERAS_MD5
 
 pytestmark = pytest.mark.real_weights
@@ -48,10 +49,11 @@ def test_converted_weights_give_the_features_of_the_original_file(real_params, r
 def test_short_stylization_cuts_the_style_loss_tenfold(real_params, rng):
     content, style = smooth_image(rng, 64, 64), _style_image(rng, 64, 64)
     problem = jaxstyle.prepare(content, style, size=64, iterations=40, weights=real_params)
-    layers = problem.objective.layers
-    before = loss_terms(problem.init_image, problem.params, problem.targets, layers)
-    result = np.asarray(jaxstyle.solve(problem), np.float32) / 255.0
-    after = loss_terms(jnp.asarray(result), problem.params, problem.targets, layers)
+    item = problem.item(0)
+    layers = item.objective.layers
+    before = loss_terms(item.init_image, item.params, item.targets, layers)
+    (result,) = jaxstyle.solve(problem)
+    after = loss_terms(jnp.asarray(np.asarray(result, np.float32) / 255.0), item.params, item.targets, layers)
     assert float(after["style"]) < 0.1 * float(before["style"]), (float(before["style"]), float(after["style"]))
     assert float(after["total"]) < float(before["total"])
 

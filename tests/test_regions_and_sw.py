@@ -109,7 +109,7 @@ def test_mask_errors_are_clear(random_weights_file, tmp_path, rng):
         jaxstyle.prepare(c, [s], style_loss="wasserstein", **common)
     # A mask image of another size is resized to the output's.
     Image.fromarray(np.full((10, 20), 255, np.uint8)).save(tmp_path / "m.png")
-    problem = jaxstyle.prepare(c, [s], masks=[tmp_path / "m.png"], **common)
+    problem = jaxstyle.prepare(c, [s], masks=[tmp_path / "m.png"], **common).item()
     assert np.allclose(np.asarray(problem.targets.style_masks["relu1_1"]), 1.0)
 
 
@@ -143,11 +143,12 @@ def test_sliced_wasserstein_ignores_where_features_are(rng):
 
 def test_sliced_wasserstein_runs_end_to_end_and_lowers_its_loss(random_weights_file, rng):
     c, s = smooth_image(rng, 40, 40), smooth_image(rng, 40, 40)
-    problem = jaxstyle.prepare(c, [s, s[::-1]], style_loss="sliced_wasserstein", size=40, iterations=20,
-                               content_weight=0.0, weights=random_weights_file)  # fmt: skip
+    batch = jaxstyle.prepare(c, [s, s[::-1]], style_loss="sliced_wasserstein", size=40, iterations=20,
+                             content_weight=0.0, weights=random_weights_file)  # fmt: skip
+    problem = batch.item(0)
     assert set(problem.targets.style_quantiles) == set(LossLayers().style) and not problem.targets.style_grams
     before = float(problem.objective(problem.init_image, problem.params, problem.targets))
-    out = jaxstyle.solve(problem)
+    (out,) = jaxstyle.solve(batch)
     after = float(problem.objective(jnp.asarray(np.asarray(out, np.float32) / 255), problem.params, problem.targets))
     assert after < 0.9 * before
 

@@ -65,7 +65,7 @@ def test_presets_set_options_and_explicit_ones_win(random_params, rng, monkeypat
         seen.append(options)
         raise Seen
 
-    monkeypatch.setattr(api, "prepare", record)
+    monkeypatch.setattr(api, "_prepare_item", record)
     content = smooth_image(rng, 48, 64)
     for preset, explicit, want in [
         ("paper", {}, {"init": "noise", "pooling": "avg", "optimizer": "lbfgs", "iterations": 500}),

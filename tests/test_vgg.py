@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import reference
 
-from jaxstyle import LAYERS, OptionError, vgg19_features
+from jaxstyle import OptionError, vgg19_features
+from jaxstyle.vgg import LAYERS
 from jaxstyle.vgg import CAFFE_PREPROCESSING, Preprocessing, min_image_side, preprocess
 
 
