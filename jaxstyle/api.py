@@ -174,6 +174,7 @@ def _prepare_item(
     average_decay: float = DEFAULTS.average_decay,
     remat: bool = DEFAULTS.remat,
     compute_dtype: str = DEFAULTS.compute_dtype,
+    extra_terms: Sequence = DEFAULTS.extra_terms,
 ) -> StyleProblem:
     """One item, as a one-item problem (its targets without the batch axis)."""
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
@@ -236,6 +237,7 @@ def _prepare_item(
         params, content_arr, style_arrs, layers,
         content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         style_layer_weights=None if balanced else style_layer_weights, style_blend_weights=blend, masks=region_masks,
+        extra_terms=extra_terms,
     )  # fmt: skip
     if balanced and layers.style:
         targets = targets._replace(style_layer_weights=balanced_layer_weights(x0, params, targets, layers))
@@ -461,6 +463,8 @@ def stylize(
     - ``style_scale``: the style images' size relative to the output (default 1).
     - ``weights``: a converted weights file, loaded params, or None to locate them
       (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
+    - ``extra_terms``: loss terms of your own, added to the objective of every item
+      (``objective.check_extra_terms``; ``examples/custom_term.py``).
 
     - ``preset``: "paper", "fast" or "hq" (``PRESETS``); explicit options override it.
     - ``scales``: coarse-to-fine, the number of sizes ×√2 apart ending at ``size``

@@ -99,6 +99,8 @@ class Options:
     scales: int = option(1, "coarse to fine: this many sizes ×√2 apart, ending at size", parse=int, metavar="N")
     weights: Any = option(None, "a converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)",
                           parse=str)  # fmt: skip
+    extra_terms: tuple = option((), "loss terms of your own, added to the objective (Python only; see "
+                                "examples/custom_term.py)", flag=False)  # fmt: skip
 
     def replace(self, **changes) -> "Options":
         """A copy with ``changes``; an unknown name is an OptionError naming the known ones."""
@@ -177,9 +179,9 @@ def option_table() -> str:
     """The README's table of options (Markdown), made from the fields."""
 
     def shown(value) -> str:
-        if isinstance(value, tuple):
-            return ",".join(map(str, value))
-        return "—" if value is None else str(value)
+        if value is None or value == ():
+            return "—"
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
     rows = ["| option (`--flag`) | default | what |", "| --- | --- | --- |"]
     for f in FIELDS:

@@ -74,6 +74,7 @@ class Targets(NamedTuple):
     style_masks: dict[str, jax.Array] = {}  # region masks at each style layer's size: (R, H_l, W_l)
     style_quantiles: dict[str, jax.Array] = {}  # sliced Wasserstein: target quantiles (K, M_l)
     directions: dict[str, jax.Array] = {}  # sliced Wasserstein: unit directions (C_l, K)
+    extra_terms: tuple = ()  # loss terms of the user's own (``check_extra_terms``), added to the total
 
 
 def _positions(features: jax.Array) -> int:
@@ -148,14 +149,17 @@ def make_targets(
     style_layer_weights: Mapping[str, float] | Sequence[float] | None = None,
     style_blend_weights: Sequence[float] | None = None,
     masks: Sequence[jax.Array] | None = None,
+    extra_terms: Sequence | None = None,
 ) -> Targets:
     """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5).
+    ``extra_terms``: loss terms of your own, carried with the targets (``check_extra_terms``).
 
     ``style_image`` may be a list of images: then A_l = Σ_i b_i A_l^(i), with the
     ``style_blend_weights`` b normalised to sum to 1 (default: equal). With ``masks``
     (one (H, W) array in [0, 1] per style image, the output's size) style i paints
     the region its mask weighs instead (guided Grams; the Gram loss only).
     """
+    extra = check_extra_terms(extra_terms)
     content_weight = finite_number(content_weight, "content weight")
     style_weight = finite_number(style_weight, "style weight")
     tv_weight = finite_number(tv_weight, "tv weight")
@@ -187,7 +191,7 @@ def make_targets(
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return Targets(
         content, grams, {k: f32(v) for k, v in weights.items()},
-        f32(content_weight), f32(style_weight), f32(tv_weight), style_masks, quantiles, directions,
+        f32(content_weight), f32(style_weight), f32(tv_weight), style_masks, quantiles, directions, extra,
     )  # fmt: skip
 
 
@@ -243,19 +247,40 @@ def _layer_weights(style_layers, given) -> dict[str, float]:
     return {name: finite_number(w, f"style layer weight of {name}") for name, w in weights.items()}
 
 
+def check_extra_terms(terms) -> tuple:
+    """Loss terms of your own, checked. A term is a pytree (e.g. a ``flax.struct.PyTreeNode``)
+    whose leaves are its targets and weights, with a static ``layers`` (the VGG-19 layers it
+    reads) and ``term(image, features) -> scalar``: ``image`` (H, W, 3) in [0, 1], ``features``
+    {layer: (H_l, W_l, C_l)}. Its value is added to the total as it is (weight it yourself).
+    See ``examples/custom_term.py``."""
+    if terms is None:
+        return ()
+    if not isinstance(terms, (list, tuple)):
+        raise OptionError(f"extra_terms must be a list of loss terms, got {type(terms).__name__}")
+    for i, term in enumerate(terms, 1):
+        if not callable(term) or not isinstance(getattr(term, "layers", None), (tuple, list)):
+            raise OptionError(f"extra term {i} ({type(term).__name__}) must be callable as term(image, features) "
+                              "and name the VGG-19 layers it reads in a tuple 'layers' (may be empty)")  # fmt: skip
+        check_layers(term.layers, f"layer of extra term {i}")
+    return tuple(terms)
+
+
 def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> dict:
-    """The three loss terms and their weighted total for one (H, W, 3) image."""
-    wanted = tuple(dict.fromkeys(layers.content + layers.style))
+    """The loss terms (content, style, tv, and the user's ``extra``) and their weighted
+    total for one (H, W, 3) image."""
+    extra_layers = tuple(name for term in targets.extra_terms for name in term.layers)
+    wanted = tuple(dict.fromkeys(layers.content + layers.style + extra_layers))
     features = vgg19_features(params, image[None], wanted, pooling=layers.pooling, remat=layers.remat,
-                              compute_dtype=layers.compute_dtype)  # fmt: skip
+                              compute_dtype=layers.compute_dtype) if wanted else {}  # fmt: skip
     content = sum(content_loss(features[name], targets.content[name]) for name in layers.content)
     style = _style_term(features, targets, layers)
     tv = total_variation(image)
-    content, style = jnp.asarray(content, tv.dtype), jnp.asarray(style, tv.dtype)
+    extra = sum(term(image, {name: features[name][0] for name in term.layers}) for term in targets.extra_terms)
+    content, style, extra = (jnp.asarray(v, tv.dtype) for v in (content, style, extra))
     total = total_loss(
         content, style, tv, targets.content_weight, targets.style_weight, targets.tv_weight
-    )
-    return {"content": content, "style": style, "tv": tv, "total": total}
+    ) + extra
+    return {"content": content, "style": style, "tv": tv, "extra": extra, "total": total}
 
 
 def style_layer_terms(features, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
