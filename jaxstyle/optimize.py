@@ -124,8 +124,28 @@ class IterateAverage(NamedTuple):
     iterate-to-iterate noise that Adam's fixed step leaves in the pixels.
     """
 
-    total: jax.Array
-    weight: jax.Array
+    total: jax.Array  # (K, H, W, 3)
+    weight: jax.Array  # (K,)
+
+
+class IterateAveraging(NamedTuple):
+    """Averaging as a pair of pure functions, in optax's manner: ``init(images)`` gives the
+    empty ``IterateAverage``, ``update(average, images)`` takes in the next iterates, and
+    ``result(average, images)`` is what the run returns (the images before any step)."""
+
+    decay: float = 0.0
+
+    def init(self, images: jax.Array) -> IterateAverage:
+        return IterateAverage(jnp.zeros_like(images), jnp.zeros(images.shape[:1], jnp.float32))
+
+    def update(self, average: IterateAverage, images: jax.Array) -> IterateAverage:
+        d = jnp.float32(self.decay)
+        return IterateAverage(d * average.total + (1 - d) * images, d * average.weight + (1 - d))
+
+    @staticmethod
+    def result(average: IterateAverage, images: jax.Array) -> jax.Array:
+        w = average.weight.reshape(average.weight.shape + (1,) * (average.total.ndim - average.weight.ndim))
+        return jnp.where(w > 0, average.total / jnp.where(w > 0, w, 1.0), images)
 
 
 class RunState(NamedTuple):
@@ -139,9 +159,7 @@ class RunState(NamedTuple):
     @property
     def result(self) -> jax.Array:
         """The images the run gives: the iterate averages (the images before any step)."""
-        total, w = self.average.total, self.average.weight
-        w = w.reshape(w.shape + (1,) * (total.ndim - w.ndim))
-        return jnp.where(w > 0, total / jnp.where(w > 0, w, 1.0), self.image)
+        return IterateAveraging.result(self.average, self.image)
 
 
 def init_state(images: jax.Array, config: OptimizerConfig) -> RunState:
@@ -149,7 +167,7 @@ def init_state(images: jax.Array, config: OptimizerConfig) -> RunState:
     images = jnp.clip(jnp.asarray(images, jnp.float32), 0.0, 1.0)
     if images.ndim == 3:
         images = images[None]
-    average = IterateAverage(jnp.zeros_like(images), jnp.zeros(images.shape[:1], jnp.float32))
+    average = IterateAveraging(config.average_decay).init(images)
     transformation = optax_transformation(config)
     if transformation is None:
         opt_state = lbfgs.init(images, config.memory_size)
@@ -206,8 +224,7 @@ def _step(batch_value_and_grad, member_fns, config: OptimizerConfig, state: RunS
 
         updates, opt_state = member_fns(update)(grad, state.opt_state, x, value)
         new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-    d = jnp.float32(config.average_decay)
-    average = IterateAverage(d * state.average.total + (1 - d) * new_x, d * state.average.weight + (1 - d))
+    average = IterateAveraging(config.average_decay).update(state.average, new_x)
     return RunState(new_x, opt_state, average), value.astype(jnp.float32)
 
 
