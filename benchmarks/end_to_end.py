@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import platform
 import tempfile
 import time
@@ -79,15 +80,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--optimizer", default="adam", choices=("adam", "lbfgs"))
     parser.add_argument("--iterations", type=int, nargs=2, default=[20, 60], metavar=("LOW", "HIGH"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     weights = jaxstyle.weights.locate_weights()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({platform.processor() or platform.machine()}); "
           f"{args.optimizer}, iterations {args.iterations[0]} and {args.iterations[1]} differenced")  # fmt: skip
     print(f"{'size':>5} {'CLI s/it':>9} {'bare s/it':>10} {'CLI/bare':>9}")
+    rows = []
     with tempfile.TemporaryDirectory() as directory:
         for size in args.sizes:
             r = measure(size, args.optimizer, tuple(args.iterations), weights, Path(directory))
+            rows.append(r)
             print(f"{size:>5} {r['cli_s_per_it']:>9} {r['bare_s_per_it']:>10} {r['ratio']:>9}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py [--out bench-results] [--quick]
 
-Runs iteration_time, compile_time, memory and batch_throughput, and, when torch is
+Runs iteration_time, compile_time, memory, batch_throughput and end_to_end, and, when torch is
 installed (``pip install -e '.[torch]'``), vs_torch and time_to_quality; each prints
 its own table as it goes. ``--quick`` runs small sizes and few repeats (about five
 minutes: to check the scripts work, not for figures); the full run takes about
@@ -27,6 +27,7 @@ FULL = {
     "compile_time": ["--sizes", "256", "512"],
     "memory": [],
     "batch_throughput": [],
+    "end_to_end": [],
     "vs_torch": ["--sizes", "256", "512", "--repeats", "7"],
     "time_to_quality": ["--size", "256", "--optimizers", "lbfgs"],
 }
@@ -35,6 +36,7 @@ QUICK = {
     "compile_time": ["--sizes", "128", "--optimizers", "adam"],
     "memory": ["--configs", "plain", "--budget-gib", "2", "--run-sizes", "256"],
     "batch_throughput": ["--sizes", "64", "--ks", "2", "--iterations", "5"],
+    "end_to_end": ["--sizes", "64", "--iterations", "5", "10"],
     "vs_torch": ["--sizes", "128", "--repeats", "2"],
     "time_to_quality": ["--size", "64", "--torch-iterations", "20", "--jax-max-iterations", "40"],
 }
