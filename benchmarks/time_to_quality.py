@@ -67,12 +67,12 @@ def jax_time_to(problem, config: OptimizerConfig, thresholds: dict, max_iteratio
     """For each threshold: seconds (compilation included) and iterations until the loss
     at the current iterate is ≤ it, checked every 10 iterations; None if never."""
     item = problem.item(0)
-    args = (item.params, item.targets)
+    args = (*item.objective.prepare(item.params), item.targets)
     start = time.perf_counter()
     state, done = init_state(problem.init_images, config), 0
     reached = {}
     while done < max_iterations and len(reached) < len(thresholds):
-        state, result = run_chunk(state, jnp.int32(10), (item.params,), (problem.targets,), loss_fn=item.objective,
+        state, result = run_chunk(state, jnp.int32(10), args[:1], (problem.targets,), loss_fn=item.objective,
                                   config=config, chunk_size=10)  # fmt: skip
         done += int(result.ran[0])
         current = float(item.objective(state.image[0], *args))

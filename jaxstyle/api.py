@@ -35,7 +35,7 @@ from .checks import finite_number, whole_number
 from .config import DEFAULTS, INITS, NAMES, resolve
 from .checkpoint import load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
-from .vgg import add_backward_kernels, convs_needed, min_image_side
+from .vgg import convs_needed, min_image_side
 from .weights import load_weights
 
 #: β of ``style_weight="auto"`` for a 512×512 output, per style term. Gram: α/β = 1e-3
@@ -175,12 +175,14 @@ def _prepare_item(
     remat: bool = DEFAULTS.remat,
     compute_dtype: str = DEFAULTS.compute_dtype,
     extra_terms: Sequence = DEFAULTS.extra_terms,
+    convolutions: str = DEFAULTS.convolutions,
 ) -> StyleProblem:
     """One item, as a one-item problem (its targets without the batch axis)."""
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
-    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss, remat, compute_dtype).checked()
+    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss, remat, compute_dtype,
+                        convolutions).checked()  # fmt: skip
     config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch,
                                              average_decay=average_decay))  # fmt: skip
     balanced = isinstance(style_layer_weights, str)
@@ -457,7 +459,8 @@ def stylize(
       "gram" or "sliced_wasserstein".
     - ``remat``: recompute each VGG block in the backward pass (less memory, more
       time); ``compute_dtype``: "bfloat16" runs VGG in bfloat16 (targets, losses and
-      the image stay float32).
+      the image stay float32); ``convolutions``: "auto" (the CPU's fast paths on a CPU
+      backend), "plain" or "cpu" (``jaxstyle.convolutions``).
     - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
     - ``preserve_color``: None, "luminance", "histogram" or "swap" (see ``jaxstyle.color``).
     - ``style_scale``: the style images' size relative to the output (default 1).
@@ -477,17 +480,17 @@ def stylize(
 
 
 def vgg_params(weights: str | os.PathLike | Mapping | None, layers: Iterable[str] | None = None) -> dict:
-    """Weights ready for the loop: loaded if a path (or located if None), on the device,
-    prepared by ``add_backward_kernels``. With ``layers``, convolutions deeper than
-    the deepest of them are left out (they would only hold memory). Already-prepared
-    params pass through unchanged, so a caller running several problems (scales,
-    batch items) loads and prepares them once."""
+    """Weights ready for the loop: loaded if a path (or located if None), on the device.
+    With ``layers``, convolutions deeper than the deepest of them are left out (they would
+    only hold memory). The params stay the plain pytree whatever the backend: the
+    convolution strategy prepares what it needs inside the compiled loop. Params already
+    on the device pass through, so a caller running several problems loads them once."""
     params = weights if isinstance(weights, Mapping) else load_weights(weights)
     layers = tuple(layers or ())
     if layers:
         needed = set(convs_needed(layers))
         params = {name: value for name, value in params.items() if not name.startswith("conv") or name in needed}
-    return add_backward_kernels(jax.tree.map(jnp.asarray, params))
+    return jax.tree.map(jnp.asarray, params)
 
 
 def scale_sizes(size: int, scales: int) -> list[int]:

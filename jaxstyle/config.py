@@ -96,6 +96,8 @@ class Options:
     remat: bool = option(False, "recompute each VGG block in the backward pass (less memory, more time)")
     compute_dtype: str = option("float32", "float32, or bfloat16: VGG in bfloat16 (losses stay float32)", parse=str,
                                 choices=("float32", "bfloat16"))  # fmt: skip
+    convolutions: str = option("auto", "how VGG-19 is computed: auto (the CPU's fast paths on a CPU backend), "
+                               "plain (XLA's own) or cpu", parse=str, choices=("auto", "plain", "cpu"))  # fmt: skip
     scales: int = option(1, "coarse to fine: this many sizes ×√2 apart, ending at size", parse=int, metavar="N")
     weights: Any = option(None, "a converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)",
                           parse=str)  # fmt: skip

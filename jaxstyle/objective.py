@@ -33,6 +33,7 @@ from .losses import (
     content_loss, downsample_mask, gram_matrix, guided_style_layer_loss, resample_quantiles,
     sliced_wasserstein_layer_loss, sorted_projections, style_layer_loss, total_loss, total_variation,
 )  # fmt: skip
+from .convolutions import strategy, strategy_name
 from .vgg import COMPUTE_DTYPES, LAYERS, check_layers, check_pooling, vgg19_features
 
 STYLE_LOSSES = ("gram", "sliced_wasserstein")
@@ -47,6 +48,7 @@ class LossLayers(NamedTuple):
     style_loss: str = "gram"  # or "sliced_wasserstein"
     remat: bool = False  # recompute each VGG block in the backward pass (less memory)
     compute_dtype: str = "float32"  # or "bfloat16": the network in bfloat16, losses in float32
+    convolutions: str = "auto"  # "plain" or "cpu" (jaxstyle.convolutions); checked() makes "auto" concrete
 
     def checked(self) -> "LossLayers":
         content = check_layers(self.content, "content layer")
@@ -59,7 +61,8 @@ class LossLayers(NamedTuple):
             raise OptionError(f"style loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
-        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss, bool(self.remat), self.compute_dtype)
+        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss, bool(self.remat), self.compute_dtype,
+                          strategy_name(self.convolutions))  # fmt: skip
 
 
 class Targets(NamedTuple):
@@ -84,7 +87,7 @@ def _positions(features: jax.Array) -> int:
 def _output_shapes(params, layers: LossLayers, output_shape) -> dict:
     """Shapes (1, H_l, W_l, C_l) of the style layers' features for an output of ``output_shape``."""
     return jax.eval_shape(
-        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling),
+        lambda x: vgg19_features(params, x, layers.style, pooling=layers.pooling, convolutions=layers.convolutions),
         jax.ShapeDtypeStruct((1, *output_shape), jnp.float32),
     )
 
@@ -92,7 +95,8 @@ def _output_shapes(params, layers: LossLayers, output_shape) -> dict:
 @functools.partial(jax.jit, static_argnames=("layers", "output_shape"))
 def _style_grams(params, style_image, layers: LossLayers, output_shape):
     """Style Grams A_l of one (H, W, 3) style image, scaled to an output of ``output_shape``."""
-    features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling)
+    features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling,
+                              convolutions=layers.convolutions)
     shapes = _output_shapes(params, layers, output_shape)
     return {
         name: gram_matrix(f)[0] * (_positions(shapes[name]) / _positions(f))
@@ -103,7 +107,8 @@ def _style_grams(params, style_image, layers: LossLayers, output_shape):
 @functools.partial(jax.jit, static_argnames=("layers", "output_shape"))
 def _style_quantiles(params, style_image, directions, layers: LossLayers, output_shape):
     """Sorted projections of one style image's features, resampled to the output's M_l."""
-    features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling)
+    features = vgg19_features(params, style_image[None], layers.style, pooling=layers.pooling,
+                              convolutions=layers.convolutions)
     shapes = _output_shapes(params, layers, output_shape)
     return {
         name: resample_quantiles(sorted_projections(f, directions[name])[0], _positions(shapes[name]))
@@ -134,7 +139,8 @@ def layer_masks(masks: jax.Array, layers: LossLayers, params, output_shape) -> d
 
 @functools.partial(jax.jit, static_argnames=("layers",))
 def _content_features(params, content_image, layers: LossLayers):
-    return vgg19_features(params, content_image[None], layers.content, pooling=layers.pooling)
+    return vgg19_features(params, content_image[None], layers.content, pooling=layers.pooling,
+                          convolutions=layers.convolutions)
 
 
 def make_targets(
@@ -271,7 +277,7 @@ def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: Loss
     extra_layers = tuple(name for term in targets.extra_terms for name in term.layers)
     wanted = tuple(dict.fromkeys(layers.content + layers.style + extra_layers))
     features = vgg19_features(params, image[None], wanted, pooling=layers.pooling, remat=layers.remat,
-                              compute_dtype=layers.compute_dtype) if wanted else {}  # fmt: skip
+                              compute_dtype=layers.compute_dtype, convolutions=layers.convolutions) if wanted else {}  # fmt: skip
     content = sum(content_loss(features[name], targets.content[name]) for name in layers.content)
     style = _style_term(features, targets, layers)
     tv = total_variation(image)
@@ -305,7 +311,7 @@ def _style_term(features, targets: Targets, layers: LossLayers) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("layers",))
 def _style_terms_at(image, params, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
-    features = vgg19_features(params, image[None], layers.style, pooling=layers.pooling)
+    features = vgg19_features(params, image[None], layers.style, pooling=layers.pooling, convolutions=layers.convolutions)
     return style_layer_terms(features, targets, layers)
 
 
@@ -333,3 +339,8 @@ class StyleObjective(NamedTuple):
 
     def __call__(self, image: jax.Array, params: Mapping, targets: Targets) -> jax.Array:
         return objective(image, params, targets, self.layers)
+
+    def prepare(self, params: Mapping, *rest) -> tuple:
+        """The arguments after the image, with what the convolution strategy computes from the
+        weights once (``jaxstyle.convolutions``): ``minimize_batch`` calls this once per run."""
+        return (strategy(self.layers.convolutions).prepare(params), *rest)

@@ -316,6 +316,11 @@ class Progress(NamedTuple):
         return self.images[0]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _prepare(loss_fn, shared_args):
+    return loss_fn.prepare(*shared_args)
+
+
 def minimize_batch(
     loss_fn: Callable[..., jax.Array],
     shared_args: Any,
@@ -334,7 +339,10 @@ def minimize_batch(
     ``loss_fn`` must be hashable (a module-level function, or a NamedTuple of such) so that
     the compiled loop is reused across calls. ``resume=(state, done)`` continues a run from
     a saved ``RunState`` after ``done`` iterations (``images`` then only give the shape).
-    ``place`` puts the state on devices (sharding) before the first chunk.
+    ``place`` puts the state on devices (sharding) before the first chunk. A ``loss_fn``
+    with a ``prepare`` method gets ``loss_fn.prepare(*shared_args)`` (computed once, before
+    the first chunk) in place of ``shared_args``: the objective's precomputations (the
+    convolution strategy's kernels) without putting them into the caller's params.
     Returns the final images (the iterate averages if ``config.average_decay`` > 0), each
     member's losses, and the members that stopped on a non-finite loss (they keep the last
     result whose loss was finite; a ``NonFiniteLossWarning`` says so).
@@ -347,6 +355,8 @@ def minimize_batch(
     state, done = resume if resume is not None else (init_state(images, config), 0)
     if place is not None:
         state = place(state)
+    if hasattr(loss_fn, "prepare"):  # what the objective computes from its shared arguments once per run
+        shared_args = _prepare(loss_fn, shared_args)
     count = state.image.shape[0]
     history: list[list[float]] = [[] for _ in range(count)]
     stopped: dict[int, np.ndarray] = {}

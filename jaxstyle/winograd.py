@@ -17,7 +17,7 @@ correlation by ~1e-5 relative (m = 2: ~1e-6).
 
 Why here: XLA:CPU runs batched matrix products at about the speed of its direct
 convolution, so a quarter of the multiplications makes VGG-19's 3×3 layers about
-twice as fast on CPU (``vgg.add_backward_kernels`` turns it on there). GPUs and TPUs
+twice as fast on CPU (``jaxstyle.convolutions.CPU`` uses it there). GPUs and TPUs
 choose their own convolution algorithms; jaxstyle leaves them to it.
 """
 

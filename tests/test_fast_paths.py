@@ -6,6 +6,7 @@ prepared network against the unprepared one.
 """
 
 import jax
+import jaxstyle
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import reference
 
 from jaxstyle import vgg19_features
 from jaxstyle.losses import gram_matrix
-from jaxstyle.vgg import _correlate_patches, _correlate_precomputed, _max_pool, _winograd, add_backward_kernels, backward_kernel
+from jaxstyle.convolutions import PLAIN, _correlate_patches, _correlate_precomputed, _max_pool, _winograd, backward_kernel, prepare_cpu
 from jaxstyle.winograd import winograd_correlate, winograd_kernel, winograd_matrices
 
 
@@ -82,12 +83,13 @@ def test_patch_product_is_the_correlation(rng):
         np.testing.assert_allclose(np.asarray(grad[i]), want_grad, atol=1e-5 * np.abs(want_grad).max())
 
 
-def test_max_pool_gradient_goes_to_the_first_maximum(rng):
+@pytest.mark.parametrize("max_pool", [_max_pool, PLAIN.max_pool], ids=["cpu", "plain"])
+def test_max_pool_gradient_goes_to_the_first_maximum(rng, max_pool):
     # Odd sizes (last row and column dropped) and ties: a window's gradient goes to
     # its first maximal element in row-major order, all of it.
     x = rng.integers(0, 3, (2, 7, 9, 4)).astype(np.float32)  # many ties
     g = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
-    y, vjp = jax.vjp(_max_pool, jnp.asarray(x))
+    y, vjp = jax.vjp(max_pool, jnp.asarray(x))
     (got,) = vjp(jnp.asarray(g))
     want_y = np.zeros_like(g)
     want = np.zeros_like(x)
@@ -117,42 +119,50 @@ def test_gram_gradient_matches_finite_differences(rng):
     np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-4)
 
 
-def test_prepared_network_matches_the_plain_one(random_params, rng):
-    # Winograd on (forced, whatever the backend) changes features and gradients only
-    # by rounding; without it the prepared network is bit-identical.
+def test_the_cpu_strategy_matches_the_plain_one(random_params, rng):
+    # The CPU's fast paths (Winograd, patches, precomputed backward kernels, the max-pool
+    # gradient) change features and gradients only by rounding; unprepared params give the
+    # prepared ones' results exactly (the strategy computes what is missing on the spot).
     image = jnp.asarray(rng.random((1, 40, 36, 3), np.float32))
     layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 
-    def loss(params, x):
-        return sum(jnp.sum(f * f) for f in vgg19_features(params, x, layers).values())
+    def loss(params, x, convolutions):
+        return sum(jnp.sum(f * f) for f in vgg19_features(params, x, layers, convolutions=convolutions).values())
 
-    plain, exact, fast = random_params, add_backward_kernels(random_params, winograd=False), add_backward_kernels(random_params, winograd=True)
-    assert "winograd" in fast["conv2_1"] and "winograd" not in fast["conv1_1"] and "winograd" not in exact["conv2_1"]
-    want = vgg19_features(plain, image, layers)
-    for name, value in vgg19_features(exact, image, layers).items():
-        np.testing.assert_array_equal(np.asarray(value), np.asarray(want[name]))
-    for name, value in vgg19_features(fast, image, layers).items():
+    prepared = prepare_cpu(random_params)
+    assert "winograd" in prepared["conv2_1"] and "winograd" not in prepared["conv1_1"] and "kernel_bwd" in prepared["conv1_1"]
+    assert "kernel_bwd" not in random_params["conv1_1"]  # the weights themselves stay plain
+    want = vgg19_features(random_params, image, layers, convolutions="plain")
+    fast = vgg19_features(prepared, image, layers, convolutions="cpu")
+    on_the_spot = vgg19_features(random_params, image, layers, convolutions="cpu")
+    for name in layers:
         scale = float(jnp.abs(want[name]).max())
-        np.testing.assert_allclose(np.asarray(value), np.asarray(want[name]), atol=1e-4 * scale, err_msg=name)
-    g_want, g_fast = jax.grad(loss, 1)(plain, image), jax.grad(loss, 1)(fast, image)
+        np.testing.assert_allclose(np.asarray(fast[name]), np.asarray(want[name]), atol=1e-4 * scale, err_msg=name)
+        np.testing.assert_array_equal(np.asarray(on_the_spot[name]), np.asarray(fast[name]))
+    g_want, g_fast = jax.grad(loss, 1)(random_params, image, "plain"), jax.grad(loss, 1)(prepared, image, "cpu")
     assert float(jnp.linalg.norm(g_fast - g_want) / jnp.linalg.norm(g_want)) < 1e-4
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_want), atol=1e-3 * float(jnp.abs(g_want).max()))
-    # Preparing prepared params changes nothing, whichever way they were prepared.
-    assert add_backward_kernels(exact, winograd=True)["conv2_1"].keys() == exact["conv2_1"].keys()
+    # Preparing prepared params changes nothing.
+    assert prepare_cpu(prepared)["conv2_1"].keys() == prepared["conv2_1"].keys()
 
 
-def test_prepared_weights_choose_the_convolutions(random_params, rng):
-    # prepare() turns Winograd on where JAX's default backend is the CPU, and only there;
-    # weights prepared without it pass through as they are, with the same objective up to rounding.
+def test_prepare_chooses_the_strategy_and_keeps_the_params_plain(random_params, rng):
+    # "auto" is the CPU's fast paths where JAX's default backend is the CPU, and only there;
+    # the params are the same plain pytree either way, and "plain" gives the same objective up to rounding.
     from jaxstyle import prepare
 
     content, style = rng.random((40, 48, 3)), rng.random((32, 32, 3))
     options = dict(size=48, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
     auto = prepare(content, style, weights=random_params, **options).item()
-    plain = prepare(content, style, weights=add_backward_kernels(random_params, winograd=False), **options).item()
+    plain = prepare(content, style, weights=random_params, convolutions="plain", **options).item()
     on_cpu = jax.default_backend() == "cpu"
-    assert ("winograd" in auto.params["conv2_1"]) == on_cpu and "winograd" not in plain.params["conv2_1"]
+    assert auto.objective.layers.convolutions == ("cpu" if on_cpu else "plain")
+    assert plain.objective.layers.convolutions == "plain"
+    assert jax.tree.structure(auto.params) == jax.tree.structure(plain.params)  # no backend-dependent entries
     assert "conv2_2" not in auto.params  # deeper than any loss layer: left out
     x = auto.init_image
-    a, b = auto.objective(x, auto.params, auto.targets), plain.objective(x, plain.params, plain.targets)
+    (prepared,) = auto.objective.prepare(auto.params)
+    a, b = auto.objective(x, prepared, auto.targets), plain.objective(x, plain.params, plain.targets)
     assert abs(float(a) - float(b)) <= 1e-4 * abs(float(b)) and float(b) > 0
+    with pytest.raises(jaxstyle.OptionError, match="convolutions must be one of"):
+        prepare(content, style, weights=random_params, convolutions="fast", **options)
