@@ -6,6 +6,7 @@ another image than the run without it, or (remat, compute dtype, which change ho
 not what is computed) the problem the CLI built.
 """
 
+import jax
 import numpy as np
 import pytest
 from conftest import REAL_CACHE_DIR, smooth_image
@@ -110,8 +111,9 @@ def test_each_flag_equals_the_api_and_changes_the_image(case, files, weights, ba
 def test_remat_and_bfloat16_in_a_real_solve(files, weights, tmp_path, monkeypatch):
     plain = _api(files, weights, {})
     remat, problem = _cli(files, weights, tmp_path / "r.png", ["--remat"], monkeypatch)
-    # On the prepared (Winograd) params: the same objective, recomputed blocks.
-    assert problem.objective.layers.remat and "winograd" in problem.params["conv2_1"]
+    # With the CPU's fast paths (Winograd) where the backend is the CPU: the same objective, recomputed blocks.
+    assert problem.objective.layers.remat
+    assert problem.objective.layers.convolutions == ("cpu" if jax.default_backend() == "cpu" else "plain")
     np.testing.assert_array_equal(remat, _api(files, weights, dict(remat=True)))
     assert int(np.abs(remat.astype(int) - plain.astype(int)).max()) <= 1
     bf16, problem = _cli(files, weights, tmp_path / "b.png", ["--compute-dtype", "bfloat16"], monkeypatch)
