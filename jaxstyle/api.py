@@ -33,7 +33,7 @@ from .objective import LossLayers, StyleObjective, Targets, balanced_layer_weigh
 from . import color
 from .checks import finite_number, whole_number
 from .config import DEFAULTS, INITS, NAMES, resolve
-from .checkpoint import load_checkpoint, problem_fingerprint
+from .checkpoint import Checkpoint, load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
 from .vgg import convs_needed, min_image_side
 from .weights import load_weights
@@ -103,6 +103,15 @@ class Item(NamedTuple):
     content_image: np.ndarray  # H×W×3, the content in colour
 
 
+class _PreparedItem(NamedTuple):
+    """One item from ``_prepare_item``, with the settings every item of its batch shares."""
+
+    item: Item
+    optimizer: OptimizerConfig
+    iterations: int
+    preserve_color: str | None
+
+
 class StyleProblem(NamedTuple):
     """Everything a run of K items needs, checked and computed: what ``solve`` takes.
 
@@ -135,15 +144,10 @@ class StyleProblem(NamedTuple):
 
     def finished(self, images) -> list[np.ndarray]:
         """The optimised images (K, H, W, 3) as the user gets them (the content's chroma put back if asked)."""
-        contents = self.content_images if self.content_images is not None else [None] * len(images)
-        return [_finish(np.asarray(image), self.preserve_color, c) for image, c in zip(images, contents)]
-
-
-def _finish(image: np.ndarray, preserve_color: str | None, content: np.ndarray | None) -> np.ndarray:
-    """The optimised image as the user gets it: with the content's chroma if asked."""
-    if preserve_color in ("luminance", "swap"):
-        return color.with_content_chroma(image, content)
-    return image
+        images = [np.asarray(image) for image in images]
+        if self.preserve_color in ("luminance", "swap"):
+            return [color.with_content_chroma(image, c) for image, c in zip(images, self.content_images)]
+        return images
 
 
 def _prepare_item(
@@ -176,8 +180,8 @@ def _prepare_item(
     compute_dtype: str = DEFAULTS.compute_dtype,
     extra_terms: Sequence = DEFAULTS.extra_terms,
     convolutions: str = DEFAULTS.convolutions,
-) -> StyleProblem:
-    """One item, as a one-item problem (its targets without the batch axis)."""
+) -> _PreparedItem:
+    """One item, checked and computed, with the settings its batch shares."""
     size = whole_number(size, "size (the output's longer side in px)", minimum=1)
     iterations = whole_number(iterations, "iterations", minimum=0)
     seed = whole_number(seed, "seed", minimum=0)
@@ -243,10 +247,8 @@ def _prepare_item(
     )  # fmt: skip
     if balanced and layers.style:
         targets = targets._replace(style_layer_weights=balanced_layer_weights(x0, params, targets, layers))
-    return StyleProblem(
-        StyleObjective(layers), params, targets, jnp.asarray(x0), config, int(iterations),
-        preserve_color, color_content,
-    )  # fmt: skip (unbatched: prepare_batch stacks the items)
+    item = Item(StyleObjective(layers), params, targets, jnp.asarray(x0), color_content)
+    return _PreparedItem(item, config, int(iterations), preserve_color)
 
 
 def _as_list(x) -> list:
@@ -311,13 +313,14 @@ def prepare_batch(
     """
     if options.get("preset") is not None or options.get("scales", 1) != 1:
         raise OptionError("presets and scales are stylize's and stylize_batch's; prepare_batch takes plain options")
-    options.pop("preset", None), options.pop("scales", None)
+    options.pop("preset", None)
+    options.pop("scales", None)
     unknown = sorted(set(options) - set(NAMES) - {"shape"})
     if unknown:
         raise OptionError(f"unknown option(s) {unknown}; the options are: {', '.join(NAMES)}")
     weights = options.pop("weights", None)
     items = _items(contents, styles, sweep, options)
-    problems = []
+    prepared: list[_PreparedItem] = []
     for k, (content, style, item_options) in enumerate(items):
         item_options = dict(item_options)
         for name, what in (("style_blend_weights", "style blend weights"), ("masks", "masks")):
@@ -325,16 +328,16 @@ def prepare_batch(
                 item_options[name] = _per_item(item_options[name], k, len(items), what)
         if inits is not None:
             item_options["init"] = inits[k]
-        if problems:  # every item takes the first one's shape, and its weights: one array, one program
-            item_options["shape"] = tuple(problems[0].init_images.shape[:2])
-            weights = problems[0].params
-        problems.append(_prepare_item(content, style, weights=weights, **item_options))
-    first = problems[0]
+        if prepared:  # every item takes the first one's shape, and its weights: one array, one program
+            item_options["shape"] = tuple(prepared[0].item.init_image.shape[:2])
+            weights = prepared[0].item.params
+        prepared.append(_prepare_item(content, style, weights=weights, **item_options))
+    first, items = prepared[0], [p.item for p in prepared]
     stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
     return StyleProblem(
-        first.objective, first.params, jax.tree.map(stack, *[p.targets for p in problems]),
-        jnp.stack([p.init_images for p in problems]), first.optimizer, first.iterations,
-        first.preserve_color, np.stack([p.content_images for p in problems]),
+        first.item.objective, first.item.params, jax.tree.map(stack, *[i.targets for i in items]),
+        jnp.stack([i.init_image for i in items]), first.optimizer, first.iterations,
+        first.preserve_color, np.stack([i.content_image for i in items]),
     )  # fmt: skip
 
 
@@ -360,7 +363,7 @@ def solve(
     *,
     callback: Callable[[Progress], None] | None = None,
     chunk_size: int = 10,
-    resume: str | os.PathLike | None = None,
+    resume: str | os.PathLike | Checkpoint | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> list[Image.Image]:
     """Run the optimisation of a prepared problem; return its K images.

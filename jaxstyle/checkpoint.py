@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -56,24 +57,35 @@ def save_checkpoint(path: str | os.PathLike, state: RunState, iteration: int, fi
     return write_document(path, document)
 
 
-def _read(path: Path) -> dict:
+class Checkpoint(NamedTuple):
+    """A checkpoint file, read and format-checked once (its state can be large)."""
+
+    path: Path
+    document: dict
+
+
+def read_checkpoint(checkpoint: str | os.PathLike | Checkpoint) -> Checkpoint:
+    """The checkpoint at a path, read; one already read passes through."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    path = Path(checkpoint)
     hint = "start afresh without --resume"
-    return read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint", error=CheckpointError, hint=hint)
+    return Checkpoint(path, read_document(path, fmt=FORMAT, version=FORMAT_VERSION, kind="checkpoint",
+                                          error=CheckpointError, hint=hint))  # fmt: skip
 
 
-def checkpoint_start_images(path: str | os.PathLike) -> np.ndarray:
+def checkpoint_start_images(checkpoint: str | os.PathLike | Checkpoint) -> np.ndarray:
     """The (K, H, W, 3) images in [0, 1] the checkpointed run started from."""
-    path = Path(path)
-    images = _read(path).get("start_images")
+    path, document = read_checkpoint(checkpoint)
+    images = document.get("start_images")
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 or not np.all(np.isfinite(images)):
         raise CheckpointError(f"{path}: no valid start images in the checkpoint; start afresh without --resume")
     return images.astype(np.float32)
 
 
-def load_checkpoint(path: str | os.PathLike, template: RunState, fingerprint: str) -> tuple[RunState, int]:
-    """Read a checkpoint of the problem whose fresh state is ``template``: (state, iterations done)."""
-    path = Path(path)
-    document = _read(path)
+def load_checkpoint(checkpoint: str | os.PathLike | Checkpoint, template: RunState, fingerprint: str) -> tuple[RunState, int]:
+    """A checkpoint of the problem whose fresh state is ``template``: (state, iterations done)."""
+    path, document = read_checkpoint(checkpoint)
     if document.get("fingerprint") != fingerprint:
         raise CheckpointError(
             f"checkpoint {path} belongs to another run (other images, weights, layers, weights α/β/γ, "

@@ -105,7 +105,7 @@ def _check_checkpoint_path(checkpoint: str, resume: str | None, files) -> None:
 def _stylize(args) -> int:
     """One pipeline for one output and for --batch: a problem of K items (K = 1 without --batch)."""
     from .api import prepare_batch, solve
-    from .checkpoint import checkpoint_start_images, problem_fingerprint, save_checkpoint
+    from .checkpoint import checkpoint_start_images, problem_fingerprint, read_checkpoint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
 
     if args.save_every < 0:
@@ -129,23 +129,24 @@ def _stylize(args) -> int:
         _check_checkpoint_path(checkpoint, args.resume, (*inputs, *outputs))
     options = _options(args)
     options.update(masks=masks, style_blend_weights=args.style_blend_weights)
-    inits = None
+    inits, resume = None, None
     if args.resume:
+        resume = read_checkpoint(args.resume)  # once: its state may be large
         # The run goes on from the images its (finest) scale started from: they decide
         # the balanced layer weights, and the coarse scales that made them need not run again.
-        inits = list(checkpoint_start_images(args.resume))
+        inits = list(checkpoint_start_images(resume))
     elif args.scales > 1:
         inits, options["weights"] = _coarse_scales(args, styles, options)
     problem = prepare_batch(args.content, styles, inits=inits, **options)
     if not args.quiet:
         _describe(args, problem.init_images.shape, problem.targets)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
-    run = _Run(args, outputs, inputs)
+    run = _Run(args, outputs, inputs, problem.finished)
 
     def progress(p):
-        run.update(p.iteration, p.loss, problem.finished(p.images))
+        run.update(p.iteration, p.loss, p.images)
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
-            for image, output in zip(run.latest, outputs):
+            for image, output in zip(problem.finished(run.latest), outputs):
                 save_image(to_pil(image), output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}"), inputs)
         due = p.iteration % args.checkpoint_every == 0 or p.iteration == p.iterations
         if checkpoint and (due or run.interrupt):  # the state is valid now, during the call
@@ -154,7 +155,7 @@ def _stylize(args) -> int:
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
-    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=args.resume), hint)
+    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=resume), hint)
 
 
 class _Interrupted(Exception):
@@ -165,19 +166,19 @@ class _Run:
     """What single and batch runs share: the progress bar, Ctrl-C between chunks (saving
     the latest images), NaN warnings as one line each, and the final saves."""
 
-    def __init__(self, args, outputs: list[Path], inputs: tuple):
+    def __init__(self, args, outputs: list[Path], inputs: tuple, finish):
         from tqdm import tqdm
 
-        self.outputs, self.inputs = outputs, inputs
+        # ``finish(images)``: the images as the user gets them (every save goes through it).
+        self.outputs, self.inputs, self.finish = outputs, inputs, finish
         self.bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
         self.interrupt: list = []  # non-empty once Ctrl-C was pressed
         self.latest = None  # host copies of the images after the last chunk: what Ctrl-C saves
         self.iteration = 0
 
     def update(self, iteration: int, loss: float, images) -> None:
-        """``images``: host copies, finished as the final images will be (the device buffers
-        are reused by the next chunk)."""
-        self.iteration, self.latest = iteration, list(images)
+        """Keep host copies of ``images`` (the next chunk reuses their device buffers)."""
+        self.iteration, self.latest = iteration, [np.asarray(image) for image in images]
         self.bar.update(iteration - self.bar.n)
         self.bar.set_postfix(loss=f"{loss:.4g}")
 
@@ -199,7 +200,7 @@ class _Run:
             if self.latest is None:
                 print("jaxstyle: interrupted before the first iterations finished; nothing saved", file=sys.stderr)
                 return 130
-            for image, output in zip(self.latest, self.outputs):
+            for image, output in zip(self.finish(self.latest), self.outputs):
                 save_image(to_pil(image), output, self.inputs)
             saved = ", ".join(map(str, self.outputs))
             print(f"jaxstyle: interrupted at iteration {self.iteration}; saved {saved}{interrupted_hint}", file=sys.stderr)

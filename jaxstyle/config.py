@@ -55,8 +55,6 @@ def option(default, help: str, *, parse: Callable | None = None, choices: tuple 
     them, with its own messages); ``flag=False``
     keeps the option out of the command line (Python only)."""
     metadata = dict(help=help, parse=parse, choices=choices, metavar=metavar, flag=flag, nargs=nargs)
-    if isinstance(default, (list, dict)):
-        raise TypeError("option defaults are immutable")
     return field(default=default, metadata=metadata)
 
 

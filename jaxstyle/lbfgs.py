@@ -224,11 +224,13 @@ def step(value_and_grad, x, state: LBFGSState, active, *, memory_size: int, max_
     store = moved & (sy > 1e-10 * jnp.sqrt(_dot(s, s) * yy))
     keep = (moved & ~store) | ~active  # a failed search (active, not moved) forgets the memory
     shift = lambda memory, new: jnp.concatenate([new[:, None], memory[:, :-1]], axis=1)  # noqa: E731
+    # Forgetting is rho = 0 alone: a pair with rho 0 adds nothing to the two-loop recursion,
+    # so the (K, m, H, W, 3) memories are not touched for it (one pass less over them).
     new_state = LBFGSState(
         value=jnp.where(moved, f, state.value),
         grad=jnp.where(_per_member(moved, g), g, state.grad),
-        s=jnp.where(_per_member(store, state.s), shift(state.s, s), state.s * _per_member(keep, state.s)),
-        y=jnp.where(_per_member(store, state.y), shift(state.y, y), state.y * _per_member(keep, state.y)),
+        s=jnp.where(_per_member(store, state.s), shift(state.s, s), state.s),
+        y=jnp.where(_per_member(store, state.y), shift(state.y, y), state.y),
         rho=jnp.where(store[:, None], shift(state.rho, 1.0 / jnp.where(store, sy, 1.0)), state.rho * keep[:, None]),
         gamma=jnp.where(store, sy / jnp.where(store, yy, 1.0),
                         jnp.where(keep, state.gamma, _gradient_scale(state.grad))),

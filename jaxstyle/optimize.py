@@ -178,11 +178,13 @@ def init_state(images: jax.Array, config: OptimizerConfig) -> RunState:
     return jax.tree.map(jnp.copy, RunState(images, opt_state, average))
 
 
-def _held(opt_state, key):
+def _held_value_and_grad(opt_state):
+    """(value, grad) that an optax state keeps (its line search's), or None."""
     try:
-        return optax.tree.get(opt_state, key)
+        value, grad = optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
     except KeyError:  # several leaves of that name: not a state that keeps one value
         return None
+    return None if value is None or grad is None else (value, grad)
 
 
 def _with_value_and_grad(batch_value_and_grad, config: OptimizerConfig, state: RunState) -> RunState:
@@ -191,9 +193,10 @@ def _with_value_and_grad(batch_value_and_grad, config: OptimizerConfig, state: R
     evaluation, only then: the ``lax.cond`` is on the batch as a whole, not under vmap."""
     if optax_transformation(config) is None:
         return state._replace(opt_state=lbfgs.with_value_and_grad(batch_value_and_grad, state.image, state.opt_state))
-    held_value, held_grad = _held(state.opt_state, "value"), _held(state.opt_state, "grad")
-    if held_value is None or held_grad is None:
+    held = _held_value_and_grad(state.opt_state)
+    if held is None:
         return state
+    held_value, held_grad = held
     missing = jnp.any(~jnp.isfinite(held_value))
     value, grad = jax.lax.cond(missing, lambda _: batch_value_and_grad(state.image), lambda _: (held_value, held_grad), None)
     return state._replace(opt_state=optax.tree.set(state.opt_state, value=value.astype(held_value.dtype), grad=grad))
@@ -211,11 +214,8 @@ def _step(batch_value_and_grad, member_fns, config: OptimizerConfig, state: RunS
             project=lambda y: jnp.clip(y, 0.0, 1.0),
         )  # fmt: skip
     else:
-        held_value, held_grad = _held(state.opt_state, "value"), _held(state.opt_state, "grad")
-        if held_value is not None and held_grad is not None:  # the state keeps them (a line search)
-            value, grad = held_value, held_grad
-        else:
-            value, grad = batch_value_and_grad(x)
+        # The state keeps them (a line search, filled by ``_with_value_and_grad``), or evaluate.
+        value, grad = _held_value_and_grad(state.opt_state) or batch_value_and_grad(x)
 
         def update(grad, opt_state, x, value, fn):
             if isinstance(transformation, optax.GradientTransformationExtraArgs):
