@@ -85,14 +85,14 @@ def measure(size: int, dtype: str, params, iterations: int, ks, peak) -> dict:
     content, style = content_and_style(size)
     batch = jaxstyle.prepare(content, style, size=size, weights=params, compute_dtype=dtype, optimizer="lbfgs")
     problem = batch.item(0)
-    x, args = problem.init_image, (*problem.objective.prepare(problem.params), problem.targets)
+    x, args = problem.init_image, (*problem.objective.prepare(problem.params), problem.terms)
     value_and_grad = jax.jit(jax.value_and_grad(problem.objective))
     jax.block_until_ready(value_and_grad(x, *args))
     s_eval = _median(lambda: value_and_grad(x, *args))
     h, w = x.shape[:2]
     flops = model_flops(h, w)
     config = OptimizerConfig("lbfgs")
-    loop = lambda state: run_chunk(state, jnp.int32(iterations), args[:1], (batch.targets,), loss_fn=problem.objective,  # noqa: E731
+    loop = lambda state: run_chunk(state, jnp.int32(iterations), args[:1], (batch.terms,), loss_fn=problem.objective,  # noqa: E731
                                    config=config, chunk_size=iterations)  # fmt: skip
     jax.block_until_ready(loop(init_state(x, config))[1])  # compile
     loop_s = _median(lambda: loop(init_state(x, config))[1], repeats=2)
@@ -116,7 +116,7 @@ def largest_side(dtype: str, params, limit: float, low: int, high: int) -> int:
     def fits(side: int) -> bool:
         image = rng.random((side, side, 3), np.float32)
         problem = jaxstyle.prepare(image, image, size=side, weights=params, compute_dtype=dtype).item(0)
-        compiled = jax.jit(jax.value_and_grad(problem.objective)).lower(problem.init_image, *problem.objective.prepare(problem.params), problem.targets).compile()
+        compiled = jax.jit(jax.value_and_grad(problem.objective)).lower(problem.init_image, *problem.objective.prepare(problem.params), problem.terms).compile()
         m = compiled.memory_analysis()
         return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes <= limit
 

@@ -48,11 +48,11 @@ def measure(size: int, k: int, iterations: int, optimizer: str, params, linesear
     items = [problem.item(i) for i in range(k)]
 
     def batched(n):
-        return minimize_batch(problem.objective, (problem.params,), (problem.targets,), problem.init_images, n,
+        return minimize_batch(problem.objective, (problem.params,), (problem.terms,), problem.init_images, n,
                               problem.optimizer)[0]  # fmt: skip
 
     def sequential(n):
-        return [minimize(item.objective, (item.params, item.targets), item.init_image, n, problem.optimizer)[0]
+        return [minimize(item.objective, (item.params, item.terms), item.init_image, n, problem.optimizer)[0]
                 for item in items]  # fmt: skip
 
     batched(1)  # compile both programs first

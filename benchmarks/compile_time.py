@@ -33,7 +33,7 @@ batch = jaxstyle.prepare(content, style, size=size, optimizer=optimizer)
 problem = batch.item(0)
 config = OptimizerConfig(optimizer)
 state = init_state(problem.init_image, config)
-args = (state, jnp.int32(5), problem.objective.prepare(problem.params), (batch.targets,))
+args = (state, jnp.int32(5), problem.objective.prepare(problem.params), (batch.terms,))
 start = time.perf_counter()
 lowered = run_chunk.lower(*args, loss_fn=problem.objective, config=config, chunk_size=5)
 traced = time.perf_counter() - start

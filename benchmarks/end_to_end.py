@@ -62,7 +62,7 @@ def measure(size: int, optimizer: str, counts: tuple[int, int], weights: Path, d
     problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=str(weights))
 
     def run_bare(n: int) -> None:
-        images, _, _ = minimize_batch(problem.objective, (problem.params,), (problem.targets,), problem.init_images, n,
+        images, _, _ = minimize_batch(problem.objective, (problem.params,), (problem.terms,), problem.init_images, n,
                                       problem.optimizer)  # fmt: skip
         jax.block_until_ready(images)
 

@@ -30,7 +30,7 @@ def measure(size: int, optimizer: str, iterations: int, params) -> dict:
     content, style = content_and_style(size)
     batch = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=params)
     problem = batch.item(0)
-    args = (*problem.objective.prepare(problem.params), problem.targets)  # as the loop has them
+    args = (*problem.objective.prepare(problem.params), problem.terms)  # as the loop has them
     config = OptimizerConfig(optimizer)
 
     value_and_grad = jax.jit(jax.value_and_grad(problem.objective))
@@ -40,7 +40,7 @@ def measure(size: int, optimizer: str, iterations: int, params) -> dict:
     eval_s = time.perf_counter() - start
 
     run = lambda state, n: run_chunk(  # noqa: E731
-        state, jnp.int32(n), args[:1], (batch.targets,), loss_fn=problem.objective, config=config,
+        state, jnp.int32(n), args[:1], (batch.terms,), loss_fn=problem.objective, config=config,
         chunk_size=iterations,
     )
     state = init_state(problem.init_image, config)

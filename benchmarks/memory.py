@@ -34,7 +34,7 @@ rng = np.random.default_rng(0)
 image = rng.random((size, size, 3), np.float32)
 problem = jaxstyle.prepare(image, image, size=size, **options).item(0)
 value_and_grad = jax.jit(jax.value_and_grad(lambda x, p, t: problem.objective(x, p, t)))
-args = (problem.init_image, *problem.objective.prepare(problem.params), problem.targets)
+args = (problem.init_image, *problem.objective.prepare(problem.params), problem.terms)
 compiled = value_and_grad.lower(*args).compile()
 m = compiled.memory_analysis()
 out = {"plan_bytes": m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes}

@@ -35,7 +35,7 @@ from vs_torch import TorchObjective
 def torch_run(torch, problem, style_arr, iterations: int) -> tuple[float, float, list]:
     problem = problem.item(0)
     obj = TorchObjective(torch, jax.device_get(problem.params), np.asarray(problem.content_image), style_arr,
-                         problem.targets.style_weight, torch.channels_last)  # fmt: skip
+                         problem.terms['style'].weight, torch.channels_last)  # fmt: skip
     # The optimised tensor stays contiguous (LBFGS flattens its gradient with view());
     # the network itself runs channels_last, its faster format here.
     x = torch.from_numpy(np.array(problem.init_image)).permute(2, 0, 1)[None].contiguous()
@@ -59,7 +59,7 @@ def torch_run(torch, problem, style_arr, iterations: int) -> tuple[float, float,
     optimizer.step(closure)
     seconds = time.perf_counter() - start
     image = x.detach().clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    saved = float(problem.objective(jnp.asarray(image), problem.params, problem.targets))
+    saved = float(problem.objective(jnp.asarray(image), problem.params, problem.terms))
     return seconds, saved, trace
 
 
@@ -67,12 +67,12 @@ def jax_time_to(problem, config: OptimizerConfig, thresholds: dict, max_iteratio
     """For each threshold: seconds (compilation included) and iterations until the loss
     at the current iterate is ≤ it, checked every 10 iterations; None if never."""
     item = problem.item(0)
-    args = (*item.objective.prepare(item.params), item.targets)
+    args = (*item.objective.prepare(item.params), item.terms)
     start = time.perf_counter()
     state, done = init_state(problem.init_images, config), 0
     reached = {}
     while done < max_iterations and len(reached) < len(thresholds):
-        state, result = run_chunk(state, jnp.int32(10), args[:1], (problem.targets,), loss_fn=item.objective,
+        state, result = run_chunk(state, jnp.int32(10), args[:1], (problem.terms,), loss_fn=item.objective,
                                   config=config, chunk_size=10)  # fmt: skip
         done += int(result.ran[0])
         current = float(item.objective(state.image[0], *args))

@@ -112,7 +112,7 @@ def measure(size: int, repeats: int, params, torch) -> dict:
     point = np.clip(image + 0.1 * rng.standard_normal(image.shape), 0, 1).astype(np.float32)
 
     value_and_grad = jax.jit(jax.value_and_grad(problem.objective))
-    args = (*problem.objective.prepare(problem.params), problem.targets)  # the strategy's precomputed kernels, as the loop has them
+    args = (*problem.objective.prepare(problem.params), problem.terms)  # the strategy's precomputed kernels, as the loop has them
     start = time.perf_counter()
     jax_value, jax_grad = jax.block_until_ready(value_and_grad(jnp.asarray(point), *args))
     compile_s = time.perf_counter() - start
@@ -127,7 +127,7 @@ def measure(size: int, repeats: int, params, torch) -> dict:
     best = None
     for fmt_name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
         obj = TorchObjective(torch, jax.device_get(problem.params), content_arr, style_arr,
-                             problem.targets.style_weight, fmt)  # fmt: skip
+                             problem.terms['style'].weight, fmt)  # fmt: skip
         x = torch.from_numpy(point).permute(2, 0, 1)[None].contiguous(memory_format=fmt)
         value, grad = obj.value_and_grad(x)
         value_gap = abs(float(value) - float(jax_value)) / abs(float(jax_value))

@@ -8,7 +8,7 @@ from .api import StyleProblem, prepare, prepare_batch, solve, stylize, stylize_b
 from .config import DEFAULTS, PRESETS, Options
 from .errors import CheckpointError, ImageError, JaxstyleError, OptionError, OutputError, WeightsError
 from .losses import gram_matrix
-from .optimize import NonFiniteLossWarning, OptimizerConfig, Progress, minimize, minimize_batch
+from .optimize import NonFiniteLossWarning, Progress
 from .vgg import vgg19_features
 from .weights import load_weights
 
@@ -17,6 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULTS", "PRESETS", "Options", "StyleProblem", "prepare", "prepare_batch", "solve", "stylize", "stylize_batch",
     "CheckpointError", "ImageError", "JaxstyleError", "OptionError", "OutputError", "WeightsError",
-    "gram_matrix", "NonFiniteLossWarning", "OptimizerConfig", "Progress", "minimize", "minimize_batch",
+    "gram_matrix", "NonFiniteLossWarning", "Progress",
     "vgg19_features", "load_weights",
 ]  # fmt: skip

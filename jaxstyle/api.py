@@ -1,7 +1,7 @@
 """``stylize`` and ``stylize_batch``: the whole method behind one call.
 
 One pipeline serves one image and many: a ``StyleProblem`` holds K items (K = 1 for
-``stylize``) whose targets are stacked along a leading axis, and ``solve`` runs them as
+``stylize``) whose loss terms are stacked along a leading axis, and ``solve`` runs them as
 one compiled, vmapped program, the batch axis sharded over the devices. Every option
 works for every item: presets, coarse to fine, masks, colour preservation, blends,
 averaged iterates, checkpoints (the whole batch's state) and sweeps.
@@ -29,10 +29,12 @@ from PIL import Image
 
 from .errors import ImageError, OptionError
 from .images import ImageLike, fit_size, load_image, to_array, to_pil
-from .objective import LossLayers, StyleObjective, Targets, balanced_layer_weights, blend_weights, make_targets
+from .objective import (
+    LossLayers, StyleObjective, Terms, balanced_layer_weights, blend_weights, make_terms, with_style_layer_weights,
+)  # fmt: skip
 from . import color
-from .checks import finite_number, whole_number
-from .config import DEFAULTS, INITS, NAMES, resolve
+from .checks import whole_number
+from .config import DEFAULTS, INITS, NAMES, Options, option_docs, resolve
 from .checkpoint import Checkpoint, load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
 from .vgg import convs_needed, min_image_side
@@ -89,7 +91,7 @@ def _initial_image(init, content: np.ndarray, style: np.ndarray, seed: int) -> n
     return to_array(load_image(init, "init image"), (w, h))
 
 
-#: Options a sweep may vary: they live in the targets, so one program serves every value.
+#: Options a sweep may vary: they are leaves of the loss terms, so one program serves every value.
 SWEEPABLE = ("content_weight", "style_weight", "tv_weight", "seed")
 
 
@@ -98,7 +100,7 @@ class Item(NamedTuple):
 
     objective: StyleObjective
     params: dict
-    targets: Targets
+    terms: Terms  # the loss terms, each carrying its targets (jaxstyle.terms)
     init_image: jax.Array  # H×W×3
     content_image: np.ndarray  # H×W×3, the content in colour
 
@@ -116,11 +118,11 @@ class StyleProblem(NamedTuple):
     """Everything a run of K items needs, checked and computed: what ``solve`` takes.
 
     The items share the layers, the network, the optimizer, the iteration count and the
-    output shape; ``targets`` has a leading axis K, so does everything per item."""
+    output shape; every leaf of ``terms`` has a leading axis K, so does everything per item."""
 
     objective: StyleObjective
     params: dict
-    targets: Targets  # every leaf with a leading axis K
+    terms: Terms  # every leaf with a leading axis K
     init_images: jax.Array  # (K, H, W, 3) in [0, 1], the output's size
     optimizer: OptimizerConfig
     iterations: int
@@ -138,8 +140,8 @@ class StyleProblem(NamedTuple):
         return self.init_images[0]
 
     def item(self, k: int = 0) -> Item:
-        """Item ``k`` on its own: ``item.objective(x, item.params, item.targets)`` is its loss."""
-        return Item(self.objective, self.params, jax.tree.map(lambda a: a[k], self.targets), self.init_images[k],
+        """Item ``k`` on its own: ``item.objective(x, item.params, item.terms)`` is its loss."""
+        return Item(self.objective, self.params, jax.tree.map(lambda a: a[k], self.terms), self.init_images[k],
                     None if self.content_images is None else self.content_images[k])  # fmt: skip
 
     def finished(self, images) -> list[np.ndarray]:
@@ -150,56 +152,19 @@ class StyleProblem(NamedTuple):
         return images
 
 
-def _prepare_item(
-    content: ImageLike,
-    style: ImageLike,
-    *,
-    size: int = DEFAULTS.size,
-    iterations: int = DEFAULTS.iterations,
-    optimizer: str = DEFAULTS.optimizer,
-    content_weight: float = DEFAULTS.content_weight,
-    style_weight: float | str = DEFAULTS.style_weight,
-    tv_weight: float = DEFAULTS.tv_weight,
-    content_layers: Sequence[str] = DEFAULTS.content_layers,
-    style_layers: Sequence[str] = DEFAULTS.style_layers,
-    style_layer_weights: Mapping[str, float] | Sequence[float] | str | None = DEFAULTS.style_layer_weights,
-    pooling: str = DEFAULTS.pooling,
-    init: str | ImageLike = DEFAULTS.init,
-    seed: int = DEFAULTS.seed,
-    weights: str | os.PathLike | Mapping | None = DEFAULTS.weights,
-    learning_rate: float = DEFAULTS.learning_rate,
-    style_blend_weights: Sequence[float] | None = DEFAULTS.style_blend_weights,
-    linesearch: str = DEFAULTS.linesearch,
-    preserve_color: str | None = DEFAULTS.preserve_color,
-    style_scale: float = DEFAULTS.style_scale,
-    shape: tuple[int, int] | None = None,
-    masks: Sequence[ImageLike] | None = DEFAULTS.masks,
-    style_loss: str = DEFAULTS.style_loss,
-    average_decay: float = DEFAULTS.average_decay,
-    remat: bool = DEFAULTS.remat,
-    compute_dtype: str = DEFAULTS.compute_dtype,
-    extra_terms: Sequence = DEFAULTS.extra_terms,
-    convolutions: str = DEFAULTS.convolutions,
-) -> _PreparedItem:
-    """One item, checked and computed, with the settings its batch shares."""
-    size = whole_number(size, "size (the output's longer side in px)", minimum=1)
-    iterations = whole_number(iterations, "iterations", minimum=0)
-    seed = whole_number(seed, "seed", minimum=0)
-    layers = LossLayers(tuple(content_layers), tuple(style_layers), pooling, style_loss, remat, compute_dtype,
-                        convolutions).checked()  # fmt: skip
-    config = check_optimizer(OptimizerConfig(name=optimizer, learning_rate=learning_rate, linesearch=linesearch,
-                                             average_decay=average_decay))  # fmt: skip
-    balanced = isinstance(style_layer_weights, str)
-    if balanced and style_layer_weights != "balanced":
-        raise OptionError(f"style_layer_weights must be numbers, a mapping, None or 'balanced', got {style_layer_weights!r}")
-
-    if preserve_color is not None and preserve_color not in color.MODES:
-        raise OptionError(f"preserve_color must be None or one of {', '.join(color.MODES)}, got {preserve_color!r}")
-    style_size = max(1, round(size * finite_number(style_scale, "style scale", positive=True)))
+def _prepare_item(content: ImageLike, style: ImageLike, options: Options, shape: tuple[int, int] | None = None) -> _PreparedItem:
+    """One item, its options checked (``Options.checked``) and its terms computed, with the
+    settings its batch shares. ``shape=(height, width)`` fixes the output's exact size."""
+    o = options.checked()
+    layers = LossLayers(o.content_layers, o.style_layers, o.pooling, o.style_loss, o.remat, o.compute_dtype,
+                        o.convolutions).checked()  # fmt: skip
+    config = check_optimizer(OptimizerConfig(name=o.optimizer, learning_rate=o.learning_rate, linesearch=o.linesearch,
+                                             average_decay=o.average_decay))  # fmt: skip
+    balanced = o.style_layer_weights == "balanced"
+    size, preserve_color = o.size, o.preserve_color
+    style_size = max(1, round(size * o.style_scale))
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    if masks is not None and style_blend_weights is not None:
-        raise OptionError("give region masks or style blend weights, not both: with masks each style paints its region")
-    blend = blend_weights(style_blend_weights, len(styles))
+    blend = blend_weights(o.style_blend_weights, len(styles))
     content_pil = load_image(content, "content image")
     if shape is None:
         content_arr = to_array(content_pil, fit_size(*content_pil.size, size))
@@ -225,37 +190,36 @@ def _prepare_item(
     elif preserve_color == "luminance":
         style_arrs = [color.match_luminance(s, content_arr) for s in style_arrs]
         content_arr = color.grey(content_arr)
-    x0 = _initial_image(init, content_arr, style_arrs[0], seed)
+    x0 = _initial_image(o.init, content_arr, style_arrs[0], o.seed)
     if preserve_color == "luminance":
         x0 = color.grey(x0)  # an image init (a coarser scale's result, say) joins the grey transfer
     region_masks = None
-    if masks is not None:
+    if o.masks is not None:
         h, w = content_arr.shape[:2]
-        region_masks = [load_mask(m, (w, h), f"mask {i}") for i, m in enumerate(masks, 1)]
-    if isinstance(style_weight, str):
-        if style_weight != "auto":
-            raise OptionError(f"style_weight must be a number ≥ 0 or 'auto', got {style_weight!r}")
+        region_masks = [load_mask(m, (w, h), f"mask {i}") for i, m in enumerate(o.masks, 1)]
+    style_weight = o.style_weight
+    if style_weight == "auto":
         kind = "gram_balanced" if balanced and layers.style_loss == "gram" else layers.style_loss
         style_weight = auto_style_weight(*content_arr.shape[:2], kind)
 
-    params = vgg_params(weights, layers.content + layers.style)
-    targets = make_targets(
+    params = vgg_params(o.weights, layers.content + layers.style)
+    terms = make_terms(
         params, content_arr, style_arrs, layers,
-        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_layer_weights=None if balanced else style_layer_weights, style_blend_weights=blend, masks=region_masks,
-        extra_terms=extra_terms,
+        content_weight=o.content_weight, style_weight=style_weight, tv_weight=o.tv_weight,
+        style_layer_weights=None if balanced else o.style_layer_weights, style_blend_weights=blend, masks=region_masks,
+        extra_terms=o.extra_terms,
     )  # fmt: skip
     if balanced and layers.style:
-        targets = targets._replace(style_layer_weights=balanced_layer_weights(x0, params, targets, layers))
-    item = Item(StyleObjective(layers), params, targets, jnp.asarray(x0), color_content)
-    return _PreparedItem(item, config, int(iterations), preserve_color)
+        terms = with_style_layer_weights(terms, balanced_layer_weights(x0, params, terms, layers))
+    item = Item(StyleObjective(layers), params, terms, jnp.asarray(x0), color_content)
+    return _PreparedItem(item, config, o.iterations, preserve_color)
 
 
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: dict) -> list[tuple]:
+def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: Options) -> list[tuple]:
     """(content, style or list of styles to blend, options) for each item."""
     contents, styles = _as_list(contents), _as_list(styles)
     if not contents or not styles:
@@ -272,7 +236,7 @@ def _items(contents, styles, sweep: Mapping[str, Sequence] | None, options: dict
         if len(lengths) != 1 or 0 in lengths:
             raise OptionError("every swept option needs the same number (≥ 1) of values")
         (k,) = lengths
-        return [(contents[0], styles[0], {**options, **{key: _as_list(v)[i] for key, v in sweep.items()}}) for i in range(k)]
+        return [(contents[0], styles[0], options.replace(**{key: _as_list(v)[i] for key, v in sweep.items()})) for i in range(k)]
     if len(contents) == 1:
         contents = contents * len(styles)
     elif len(styles) == 1:
@@ -315,27 +279,24 @@ def prepare_batch(
         raise OptionError("presets and scales are stylize's and stylize_batch's; prepare_batch takes plain options")
     options.pop("preset", None)
     options.pop("scales", None)
-    unknown = sorted(set(options) - set(NAMES) - {"shape"})
-    if unknown:
-        raise OptionError(f"unknown option(s) {unknown}; the options are: {', '.join(NAMES)}")
-    weights = options.pop("weights", None)
-    items = _items(contents, styles, sweep, options)
+    shape = options.pop("shape", None)
+    items = _items(contents, styles, sweep, DEFAULTS.replace(**options))
     prepared: list[_PreparedItem] = []
     for k, (content, style, item_options) in enumerate(items):
-        item_options = dict(item_options)
+        changes = {}
         for name, what in (("style_blend_weights", "style blend weights"), ("masks", "masks")):
-            if item_options.get(name) is not None:
-                item_options[name] = _per_item(item_options[name], k, len(items), what)
+            if getattr(item_options, name) is not None:
+                changes[name] = _per_item(getattr(item_options, name), k, len(items), what)
         if inits is not None:
-            item_options["init"] = inits[k]
+            changes["init"] = inits[k]
         if prepared:  # every item takes the first one's shape, and its weights: one array, one program
-            item_options["shape"] = tuple(prepared[0].item.init_image.shape[:2])
-            weights = prepared[0].item.params
-        prepared.append(_prepare_item(content, style, weights=weights, **item_options))
+            shape = tuple(prepared[0].item.init_image.shape[:2])
+            changes["weights"] = prepared[0].item.params
+        prepared.append(_prepare_item(content, style, item_options.replace(**changes), shape))
     first, items = prepared[0], [p.item for p in prepared]
     stack = lambda *leaves: jnp.stack(leaves)  # noqa: E731
     return StyleProblem(
-        first.item.objective, first.item.params, jax.tree.map(stack, *[i.targets for i in items]),
+        first.item.objective, first.item.params, jax.tree.map(stack, *[i.terms for i in items]),
         jnp.stack([i.init_image for i in items]), first.optimizer, first.iterations,
         first.preserve_color, np.stack([i.content_image for i in items]),
     )  # fmt: skip
@@ -391,7 +352,7 @@ def solve(
             callback(p._replace(losses=p.losses[:count], images=p.images[:count]))
 
     images, _, _ = minimize_batch(
-        problem.objective, (jax.device_put(problem.params, whole),), (jax.device_put(_pad(problem.targets, total), along),),
+        problem.objective, (jax.device_put(problem.params, whole),), (jax.device_put(_pad(problem.terms, total), along),),
         _pad(problem.init_images, total), problem.iterations, problem.optimizer, chunk_size=chunk_size,
         callback=progress, resume=start, place=lambda state: jax.device_put(state, along),
     )  # fmt: skip
@@ -445,41 +406,19 @@ def stylize(
     ``content``/``style``/``init`` accept a path, a PIL image or an H×W×3 array
     (uint8, or float in [0, 1]). ``style`` may be a list of images: their style targets
     blend, A_l = Σ b_i A_l^(i), with ``style_blend_weights`` b (normalised; default
-    equal). Options (``jaxstyle.config.Options``; the defaults are ``DEFAULTS``):
-
-    - ``size``: the output's longer side in px (the content's aspect ratio is kept);
-      the style image is resized to the same longer side.
-    - ``iterations``, ``optimizer`` ("lbfgs", "adam", or any ``optax.GradientTransformation``),
-      ``learning_rate`` (Adam's), ``linesearch`` (L-BFGS's: "zoom" or "backtracking").
-    - ``content_weight`` α, ``style_weight`` β, ``tv_weight`` γ. ``style_weight="auto"``
-      is ``auto_style_weight(H, W)``: α/β = 1e-3 at 512×512, the same balance at any size.
-    - ``content_layers``, ``style_layers``, ``style_layer_weights`` (default 1/L each;
-      "balanced": every layer contributes alike at the initial image, see
-      ``objective.balanced_layer_weights``), ``pooling`` ("max" or "avg").
-    - ``average_decay``: return the exponential moving average of the iterates with
-      this decay (``optimize.IterateAverage``; default 0, the last iterate).
-    - ``masks``: one region mask per style image (guided Grams); ``style_loss``:
-      "gram" or "sliced_wasserstein".
-    - ``remat``: recompute each VGG block in the backward pass (less memory, more
-      time); ``compute_dtype``: "bfloat16" runs VGG in bfloat16 (targets, losses and
-      the image stay float32); ``convolutions``: "auto" (the CPU's fast paths on a CPU
-      backend), "plain" or "cpu" (``jaxstyle.convolutions``).
-    - ``init``: "content", "noise" (white noise from ``seed``), "style", or an image.
-    - ``preserve_color``: None, "luminance", "histogram" or "swap" (see ``jaxstyle.color``).
-    - ``style_scale``: the style images' size relative to the output (default 1).
-    - ``weights``: a converted weights file, loaded params, or None to locate them
-      (``JAXSTYLE_WEIGHTS``, the cache, then a fetch).
-    - ``extra_terms``: loss terms of your own, added to the objective of every item
-      (``objective.check_extra_terms``; ``examples/custom_term.py``).
-
-    - ``preset``: "paper", "fast" or "hq" (``PRESETS``); explicit options override it.
-    - ``scales``: coarse-to-fine, the number of sizes ×√2 apart ending at ``size``
-      (default 1: ``size`` alone); ``iterations`` run at each.
+    equal). ``preset`` ("paper", "fast", "hq": ``PRESETS``) sets several options at once;
+    the options given explicitly override it.
 
     ``callback(Progress)`` is called every ``chunk_size`` iterations (counting anew at
     each scale). Returns the stylized RGB image. It is ``stylize_batch`` of one item.
+
+    The options are the fields of ``jaxstyle.config.Options`` (listed below, from there).
     """
     return stylize_batch([content], [style], callback=callback, chunk_size=chunk_size, **options)[0]
+
+
+if stylize.__doc__:  # None under python -OO
+    stylize.__doc__ += option_docs()
 
 
 def vgg_params(weights: str | os.PathLike | Mapping | None, layers: Iterable[str] | None = None) -> dict:

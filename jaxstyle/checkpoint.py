@@ -29,14 +29,14 @@ FORMAT_VERSION = 3  # 2: the start image; 3: batched L-BFGS state
 
 
 def problem_fingerprint(problem) -> str:
-    """sha256 of what decides a run's trajectory: layers, optimizer, image shape, targets.
+    """sha256 of what decides a run's trajectory: layers, optimizer, image shape, loss terms.
 
-    The targets carry the weights, both images and α, β, γ; the iteration count and
+    The terms carry the targets and weights, both images and α, β, γ; the iteration count and
     the init are left out, so a resumed run may be asked to go further.
     """
     h = hashlib.sha256()
     h.update(repr((problem.objective.layers, problem.optimizer, problem.init_images.shape)).encode())
-    for leaf in jax.tree.leaves(jax.device_get(problem.targets)):
+    for leaf in jax.tree.leaves(jax.device_get(problem.terms)):
         a = np.ascontiguousarray(leaf)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())

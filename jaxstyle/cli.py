@@ -139,7 +139,7 @@ def _stylize(args) -> int:
         inits, options["weights"] = _coarse_scales(args, styles, options)
     problem = prepare_batch(args.content, styles, inits=inits, **options)
     if not args.quiet:
-        _describe(args, problem.init_images.shape, problem.targets)
+        _describe(args, problem.init_images.shape, problem.terms)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
     run = _Run(args, outputs, inputs, problem.finished)
 
@@ -274,12 +274,12 @@ def _options(args) -> dict:
     return options
 
 
-def _describe(args, shape, targets) -> None:
+def _describe(args, shape, terms) -> None:
     h, w = shape[-3:-1]
-    beta = np.unique(np.asarray(targets.style_weight))
-    print(f"{w}×{h} px, {args.optimizer}, α={float(np.max(targets.content_weight)):.4g} "
+    beta = np.unique(np.asarray(terms["style"].weight))
+    print(f"{w}×{h} px, {args.optimizer}, α={float(np.max(terms['content'].weight)):.4g} "
           f"β={', '.join(f'{b:.4g}' for b in beta)}{' (auto)' if args.style_weight == 'auto' else ''} "
-          f"γ={float(np.max(targets.tv_weight)):.4g}", file=sys.stderr)  # fmt: skip
+          f"γ={float(np.max(terms['tv'].weight)):.4g}", file=sys.stderr)  # fmt: skip
 
 
 def _batch_outputs(pattern: str, styles: list[str]) -> list[Path]:

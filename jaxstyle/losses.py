@@ -69,18 +69,6 @@ def _gram_distance(gram: jax.Array, target: jax.Array, shape, axis) -> jax.Array
     return 0.25 * jnp.sum(diff * diff, axis=axis)
 
 
-def style_loss(
-    features: Mapping[str, jax.Array],
-    target_grams: Mapping[str, jax.Array],
-    layer_weights: Mapping[str, jax.Array | float],
-) -> jax.Array:
-    """L_style = Σ_l w_l E_l over the layers in ``layer_weights``  (equation 5)."""
-    return sum(
-        layer_weights[name] * style_layer_loss(features[name], target_grams[name])
-        for name in layer_weights
-    )
-
-
 def total_variation(image: jax.Array) -> jax.Array:
     """TV = Σ (x[i+1, j] − x[i, j])² + Σ (x[i, j+1] − x[i, j])²  over (..., H, W, C).
 
@@ -89,18 +77,6 @@ def total_variation(image: jax.Array) -> jax.Array:
     dy = image[..., 1:, :, :] - image[..., :-1, :, :]
     dx = image[..., :, 1:, :] - image[..., :, :-1, :]
     return jnp.sum(dy * dy) + jnp.sum(dx * dx)
-
-
-def total_loss(
-    content: jax.Array,
-    style: jax.Array,
-    tv: jax.Array,
-    content_weight: jax.Array | float,
-    style_weight: jax.Array | float,
-    tv_weight: jax.Array | float,
-) -> jax.Array:
-    """L = α·L_content + β·L_style + γ·TV."""
-    return content_weight * content + style_weight * style + tv_weight * tv
 
 
 # -- guided Gram matrices (Gatys et al. 2017, "Controlling Perceptual Factors") --------

@@ -1,22 +1,23 @@
-"""The style-transfer objective: targets computed once, then a pure loss of the image.
+"""The style-transfer objective: loss terms built once, then a pure loss of the image.
 
     L(x) = α Σ_content-layers ½ Σ (F_l(x) − P_l)²
          + β Σ_style-layers w_l Σ (G_l(x) − A_l)² / (4 N_l² M_l²)
          + γ TV(x)
+         + the user's own terms
+
+``make_terms`` computes the targets (P_l, A_l, ...) of the terms ``LossLayers`` asks
+for and returns them as a mapping of ``terms.Weighted`` loss terms ("content", "style",
+"tv", "extra"); ``objective`` runs the network once for every layer some term reads and
+adds the weighted terms up.
 
 A style image of another size than the output is allowed: its Gram matrix A_l is
 rescaled by M_l(output) / M_l(style), i.e. both Grams are compared per position,
 which is the paper's formula exactly when the sizes agree.
 
-Two variants of the style term (``LossLayers.style_loss``):
-
-- ``"gram"`` with region masks (Gatys et al. 2017): style i paints the content region
-  its mask m_i weighs, E_l = Σ_i π_i ¼ Σ ((Ĝ_i − Â_i) / (N_l M_l))², with the guided
-  Grams Ĝ of ``losses.guided_gram_matrix`` and π_i region i's share of the mask mass
-  (one all-ones mask gives the plain loss);
-- ``"sliced_wasserstein"``: E_l = SW_l of ``losses.sliced_wasserstein_layer_loss``, on
-  N_l fixed random unit directions per layer; several styles blend by averaging their
-  quantile functions (the 1-D Wasserstein barycentre).
+Two variants of the style term (``LossLayers.style_loss``): ``"gram"`` with region
+masks (``terms.GuidedGramStyleLoss``), and ``"sliced_wasserstein"``
+(``terms.SlicedWassersteinStyleLoss``), whose several styles blend by averaging their
+quantile functions (the 1-D Wasserstein barycentre).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import jax.numpy as jnp
 
 from .checks import finite_number
 from .errors import OptionError
-from .losses import (
-    content_loss, downsample_mask, gram_matrix, guided_style_layer_loss, resample_quantiles,
-    sliced_wasserstein_layer_loss, sorted_projections, style_layer_loss, total_loss, total_variation,
+from .losses import downsample_mask, gram_matrix, resample_quantiles, sorted_projections
+from .terms import (
+    ContentLoss, GramStyleLoss, GuidedGramStyleLoss, SlicedWassersteinStyleLoss, Sum, TotalVariation, Weighted,
+    check_extra_terms, evaluate, layers_read,
 )  # fmt: skip
 from .convolutions import strategy, strategy_name
 from .vgg import COMPUTE_DTYPES, LAYERS, check_layers, check_pooling, vgg19_features
@@ -65,19 +67,8 @@ class LossLayers(NamedTuple):
                           strategy_name(self.convolutions))  # fmt: skip
 
 
-class Targets(NamedTuple):
-    """The arrays the loss compares against, and the loss weights (a pytree)."""
-
-    content: dict[str, jax.Array]  # P_l: (1, H_l, W_l, C_l) features of the content image
-    style_grams: dict[str, jax.Array]  # A_l, rescaled to the output's size: (C_l, C_l), (R, C_l, C_l) with masks
-    style_layer_weights: dict[str, jax.Array]  # w_l
-    content_weight: jax.Array  # α
-    style_weight: jax.Array  # β
-    tv_weight: jax.Array  # γ
-    style_masks: dict[str, jax.Array] = {}  # region masks at each style layer's size: (R, H_l, W_l)
-    style_quantiles: dict[str, jax.Array] = {}  # sliced Wasserstein: target quantiles (K, M_l)
-    directions: dict[str, jax.Array] = {}  # sliced Wasserstein: unit directions (C_l, K)
-    extra_terms: tuple = ()  # loss terms of the user's own (``check_extra_terms``), added to the total
+#: The objective's terms by name, each ``terms.Weighted``: "content", "style", "tv", "extra".
+Terms = dict
 
 
 def _positions(features: jax.Array) -> int:
@@ -143,7 +134,7 @@ def _content_features(params, content_image, layers: LossLayers):
                           convolutions=layers.convolutions)
 
 
-def make_targets(
+def make_terms(
     params: Mapping,
     content_image: jax.Array,
     style_image: jax.Array | Sequence[jax.Array],
@@ -156,9 +147,11 @@ def make_targets(
     style_blend_weights: Sequence[float] | None = None,
     masks: Sequence[jax.Array] | None = None,
     extra_terms: Sequence | None = None,
-) -> Targets:
-    """Compute P_l and A_l once. ``style_layer_weights`` defaults to 1/L each (w_l = 1/5).
-    ``extra_terms``: loss terms of your own, carried with the targets (``check_extra_terms``).
+) -> Terms:
+    """The loss terms, their targets computed once: {"content": α·ContentLoss,
+    "style": β·(Gram, guided Gram or sliced-Wasserstein style loss), "tv": γ·TotalVariation,
+    "extra": the sum of ``extra_terms`` (the user's own, ``check_extra_terms``)}.
+    ``style_layer_weights`` defaults to 1/L each (w_l = 1/5).
 
     ``style_image`` may be a list of images: then A_l = Σ_i b_i A_l^(i), with the
     ``style_blend_weights`` b normalised to sum to 1 (default: equal). With ``masks``
@@ -169,36 +162,41 @@ def make_targets(
     content_weight = finite_number(content_weight, "content weight")
     style_weight = finite_number(style_weight, "style weight")
     tv_weight = finite_number(tv_weight, "tv weight")
-    weights = _layer_weights(layers.style, style_layer_weights)
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    weights = {k: f32(v) for k, v in _layer_weights(layers.style, style_layer_weights).items()}
     content_image = jnp.asarray(content_image, jnp.float32)
     styles = [style_image] if getattr(style_image, "ndim", None) == 3 else list(style_image)
     blend = blend_weights(style_blend_weights, len(styles))
-    content = _content_features(params, content_image, layers) if layers.content else {}
-    grams, style_masks, quantiles, directions = {}, {}, {}, {}
+    content = {k: f[0] for k, f in _content_features(params, content_image, layers).items()} if layers.content else {}
     if masks is not None and layers.style:
         if layers.style_loss != "gram":
             raise OptionError("region masks work with the Gram style loss only")
         region = check_masks(masks, len(styles), content_image.shape[:2])
-        style_masks = layer_masks(region, layers, params, content_image.shape)
         per_style = [_style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape) for s in styles]
         grams = {name: jnp.stack([g[name] for g in per_style]) for name in layers.style}
+        style = GuidedGramStyleLoss(grams, layer_masks(region, layers, params, content_image.shape), weights)
     elif layers.style_loss == "sliced_wasserstein" and layers.style:
         shapes = _output_shapes(params, layers, content_image.shape)
         directions = projection_directions({name: shapes[name].shape[-1] for name in layers.style})
-        for b, style in zip(blend, styles):
-            if b > 0:
-                these = _style_quantiles(params, jnp.asarray(style, jnp.float32), directions, layers, content_image.shape)
-                quantiles = {k: quantiles.get(k, 0.0) + b * q for k, q in these.items()}
-    else:
-        for b, style in zip(blend, styles):
+        quantiles = {}
+        for b, s in zip(blend, styles):
             if layers.style and b > 0:
-                these = _style_grams(params, jnp.asarray(style, jnp.float32), layers, content_image.shape)
+                these = _style_quantiles(params, jnp.asarray(s, jnp.float32), directions, layers, content_image.shape)
+                quantiles = {k: quantiles.get(k, 0.0) + b * q for k, q in these.items()}
+        style = SlicedWassersteinStyleLoss(quantiles, directions, weights)
+    else:
+        grams = {}
+        for b, s in zip(blend, styles):
+            if layers.style and b > 0:
+                these = _style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape)
                 grams = {k: grams.get(k, 0.0) + b * g for k, g in these.items()}
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return Targets(
-        content, grams, {k: f32(v) for k, v in weights.items()},
-        f32(content_weight), f32(style_weight), f32(tv_weight), style_masks, quantiles, directions, extra,
-    )  # fmt: skip
+        style = GramStyleLoss(grams, weights)
+    return {
+        "content": Weighted(f32(content_weight), ContentLoss(content)),
+        "style": Weighted(f32(style_weight), style),
+        "tv": Weighted(f32(tv_weight), TotalVariation()),
+        "extra": Weighted(f32(1.0), Sum(extra)),
+    }
 
 
 def check_masks(masks: Sequence, count: int, shape: tuple[int, int]) -> jax.Array:
@@ -253,83 +251,49 @@ def _layer_weights(style_layers, given) -> dict[str, float]:
     return {name: finite_number(w, f"style layer weight of {name}") for name, w in weights.items()}
 
 
-def check_extra_terms(terms) -> tuple:
-    """Loss terms of your own, checked. A term is a pytree (e.g. a ``flax.struct.PyTreeNode``)
-    whose leaves are its targets and weights, with a static ``layers`` (the VGG-19 layers it
-    reads) and ``term(image, features) -> scalar``: ``image`` (H, W, 3) in [0, 1], ``features``
-    {layer: (H_l, W_l, C_l)}. Its value is added to the total as it is (weight it yourself).
-    See ``examples/custom_term.py``."""
-    if terms is None:
-        return ()
-    if not isinstance(terms, (list, tuple)):
-        raise OptionError(f"extra_terms must be a list of loss terms, got {type(terms).__name__}")
-    for i, term in enumerate(terms, 1):
-        if not callable(term) or not isinstance(getattr(term, "layers", None), (tuple, list)):
-            raise OptionError(f"extra term {i} ({type(term).__name__}) must be callable as term(image, features) "
-                              "and name the VGG-19 layers it reads in a tuple 'layers' (may be empty)")  # fmt: skip
-        check_layers(term.layers, f"layer of extra term {i}")
-    return tuple(terms)
+def loss_terms(image: jax.Array, params: Mapping, terms: Terms, layers: LossLayers) -> dict:
+    """Each term's unweighted value (content, style, tv, and the user's ``extra``) and the
+    weighted ``total``, for one (H, W, 3) image. The network runs once, for every layer
+    some term reads, with ``layers``' pooling, precision and convolutions."""
+    features = _features(params, image, layers_read(terms), layers, remat=layers.remat,
+                         compute_dtype=layers.compute_dtype)  # fmt: skip
+    return evaluate(terms, image, features)
 
 
-def loss_terms(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> dict:
-    """The loss terms (content, style, tv, and the user's ``extra``) and their weighted
-    total for one (H, W, 3) image."""
-    extra_layers = tuple(name for term in targets.extra_terms for name in term.layers)
-    wanted = tuple(dict.fromkeys(layers.content + layers.style + extra_layers))
-    features = vgg19_features(params, image[None], wanted, pooling=layers.pooling, remat=layers.remat,
-                              compute_dtype=layers.compute_dtype, convolutions=layers.convolutions) if wanted else {}  # fmt: skip
-    content = sum(content_loss(features[name], targets.content[name]) for name in layers.content)
-    style = _style_term(features, targets, layers)
-    tv = total_variation(image)
-    extra = sum(term(image, {name: features[name][0] for name in term.layers}) for term in targets.extra_terms)
-    content, style, extra = (jnp.asarray(v, tv.dtype) for v in (content, style, extra))
-    total = total_loss(
-        content, style, tv, targets.content_weight, targets.style_weight, targets.tv_weight
-    ) + extra
-    return {"content": content, "style": style, "tv": tv, "extra": extra, "total": total}
-
-
-def style_layer_terms(features, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
-    """The unweighted style term E_l of each style layer (Gram, masked Gram or SW)."""
-    terms = {}
-    for name in layers.style:
-        if layers.style_loss == "sliced_wasserstein":
-            terms[name] = sliced_wasserstein_layer_loss(features[name][0], targets.style_quantiles[name], targets.directions[name])
-        elif targets.style_masks:
-            terms[name] = guided_style_layer_loss(features[name], targets.style_masks[name], targets.style_grams[name])
-        else:
-            terms[name] = style_layer_loss(features[name], targets.style_grams[name])
-    return terms
-
-
-def _style_term(features, targets: Targets, layers: LossLayers) -> jax.Array:
-    """L_style = Σ_l w_l E_l."""
-    terms = style_layer_terms(features, targets, layers)
-    weights = targets.style_layer_weights
-    return sum(weights[name] * terms[name] for name in weights)
+def _features(params, image, wanted, layers: LossLayers, **network) -> dict:
+    if not wanted:
+        return {}
+    features = vgg19_features(params, image[None], wanted, pooling=layers.pooling, convolutions=layers.convolutions,
+                              **network)  # fmt: skip
+    return {name: f[0] for name, f in features.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("layers",))
-def _style_terms_at(image, params, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
-    features = vgg19_features(params, image[None], layers.style, pooling=layers.pooling, convolutions=layers.convolutions)
-    return style_layer_terms(features, targets, layers)
+def _style_layer_values(image, params, style, layers: LossLayers) -> dict[str, jax.Array]:
+    return style.layer_values(_features(params, image, style.layers, layers))
 
 
-def balanced_layer_weights(image: jax.Array, params, targets: Targets, layers: LossLayers) -> dict[str, jax.Array]:
+def balanced_layer_weights(image: jax.Array, params, terms: Terms, layers: LossLayers) -> dict[str, jax.Array]:
     """Style layer weights under which every layer contributes alike at ``image``:
     w_l = S / (L · E_l(image)) with S = (1/L) Σ_l E_l(image), so that Σ_l w_l E_l equals
     the equal-weights style loss there and β keeps its meaning. A layer with E_l = 0
     (already matched) keeps 1/L."""
-    terms = _style_terms_at(jnp.asarray(image, jnp.float32), params, targets, layers)
-    count = len(layers.style)
-    mean = sum(terms.values()) / count
+    values = _style_layer_values(jnp.asarray(image, jnp.float32), params, terms["style"].term, layers)
+    count = len(values)
+    mean = sum(values.values()) / count
     return {name: jnp.where(e > 0, mean / (count * jnp.where(e > 0, e, 1.0)), 1.0 / count).astype(jnp.float32)
-            for name, e in terms.items()}  # fmt: skip
+            for name, e in values.items()}  # fmt: skip
 
 
-def objective(image: jax.Array, params: Mapping, targets: Targets, layers: LossLayers) -> jax.Array:
+def with_style_layer_weights(terms: Terms, weights: Mapping[str, jax.Array]) -> Terms:
+    """``terms`` with the style term's layer weights replaced."""
+    style = terms["style"]
+    return {**terms, "style": style._replace(term=style.term._replace(layer_weights=dict(weights)))}
+
+
+def objective(image: jax.Array, params: Mapping, terms: Terms, layers: LossLayers) -> jax.Array:
     """The weighted total loss of one (H, W, 3) image in [0, 1]; what is minimised."""
-    return loss_terms(image, params, targets, layers)["total"]
+    return loss_terms(image, params, terms, layers)["total"]
 
 
 class StyleObjective(NamedTuple):
@@ -337,8 +301,8 @@ class StyleObjective(NamedTuple):
 
     layers: LossLayers
 
-    def __call__(self, image: jax.Array, params: Mapping, targets: Targets) -> jax.Array:
-        return objective(image, params, targets, self.layers)
+    def __call__(self, image: jax.Array, params: Mapping, terms: Terms) -> jax.Array:
+        return objective(image, params, terms, self.layers)
 
     def prepare(self, params: Mapping, *rest) -> tuple:
         """The arguments after the image, with what the convolution strategy computes from the

@@ -54,11 +54,11 @@ def test_auto_style_weight_grows_with_the_pixel_count(random_weights_file, image
     weights = {}
     for size in (48, 24):
         problem = jaxstyle.prepare(content, style, weights=random_weights_file, **{**FAST, "size": size, "style_weight": "auto"})
-        weights[size] = float(problem.targets.style_weight[0])
+        weights[size] = float(problem.terms['style'].weight[0])
     assert weights[48] == pytest.approx(1000 * 48 * 40 / 512**2, rel=1e-6)
     assert weights[24] == pytest.approx(weights[48] / 4, rel=1e-6)
     explicit = jaxstyle.prepare(content, style, weights=random_weights_file, **{**FAST, "style_weight": 7.0})
-    assert float(explicit.targets.style_weight[0]) == 7.0
+    assert float(explicit.terms['style'].weight[0]) == 7.0
 
 
 def test_images_too_small_for_the_layers(random_weights_file, image_files):

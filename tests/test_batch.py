@@ -51,9 +51,9 @@ def test_the_objective_is_bit_identical_batched_and_alone(random_params, rng):
     (params,) = problem.objective.prepare(problem.params)  # the loop's params: the strategy's kernels in
     value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(problem.objective), in_axes=(0, None, 0)))
     x = problem.init_images + 0.01 * jnp.asarray(rng.standard_normal(problem.init_images.shape), jnp.float32)
-    values, grads = value_and_grad(x, params, problem.targets)
+    values, grads = value_and_grad(x, params, problem.terms)
     for k in range(3):
-        one = jax.tree.map(lambda a, k=k: a[k : k + 1], problem.targets)
+        one = jax.tree.map(lambda a, k=k: a[k : k + 1], problem.terms)
         value, grad = value_and_grad(x[k : k + 1], params, one)
         assert float(value[0]) == float(values[k])
         np.testing.assert_array_equal(np.asarray(grad[0]), np.asarray(grads[k]))
@@ -70,7 +70,7 @@ def test_many_contents_pairs_and_sweeps(random_params, rng):
     for got, beta in zip(sweep, [1e2, 1e5]):
         assert _max_diff(got, jaxstyle.stylize(contents[0], styles[0], **{**options, "style_weight": beta})) <= 1
     batch = prepare_batch(contents[0], styles[0], sweep={"style_weight": [1e2, 1e5]}, **options)
-    np.testing.assert_array_equal(np.asarray(batch.targets.style_weight), [1e2, 1e5])
+    np.testing.assert_array_equal(np.asarray(batch.terms['style'].weight), [1e2, 1e5])
 
 
 def test_contents_of_other_sizes_take_the_first_ones_shape(random_params, rng):

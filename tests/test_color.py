@@ -9,7 +9,7 @@ import jaxstyle
 from jaxstyle import OptionError
 from jaxstyle.color import match_color_statistics, match_luminance, rgb_to_yiq, with_content_chroma, yiq_to_rgb
 from jaxstyle.images import fit_size, to_array, to_pil
-from jaxstyle.objective import LossLayers, make_targets
+from jaxstyle.objective import LossLayers, make_terms
 
 FAST = dict(size=32, iterations=6, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
             content_layers=("relu3_1",))  # fmt: skip
@@ -70,11 +70,11 @@ def test_histogram_mode_computes_the_style_targets_from_recoloured_style(random_
     problem = jaxstyle.prepare(content, style, preserve_color="histogram", weights=random_params, **FAST).item()
     layers = LossLayers(FAST["content_layers"], FAST["style_layers"])
     style_arr = to_array(to_pil(style), fit_size(32, 32, 32))
-    want = make_targets(problem.params, to_array(to_pil(content), (32, 27)),
+    want = make_terms(problem.params, to_array(to_pil(content), (32, 27)),
                         match_color_statistics(style_arr, to_array(to_pil(content), (32, 27))), layers,
                         content_weight=1, style_weight=1e4, tv_weight=0)  # fmt: skip
     for name in layers.style:
-        np.testing.assert_allclose(problem.targets.style_grams[name], want.style_grams[name], rtol=1e-5)
+        np.testing.assert_allclose(problem.terms['style'].term.grams[name], want['style'].term.grams[name], rtol=1e-5)
 
 
 def test_style_scale_resizes_the_style_relative_to_the_output(random_params, rng):
@@ -82,10 +82,10 @@ def test_style_scale_resizes_the_style_relative_to_the_output(random_params, rng
     layers = LossLayers(FAST["content_layers"], FAST["style_layers"])
     problem = jaxstyle.prepare(content, style, style_scale=0.5, weights=random_params, **{**FAST, "size": 64}).item()
     small_style = np.asarray(to_pil(style).resize((32, 32), Image.Resampling.LANCZOS), np.float32) / 255
-    want = make_targets(problem.params, np.asarray(problem.init_image), small_style, layers,
+    want = make_terms(problem.params, np.asarray(problem.init_image), small_style, layers,
                         content_weight=1, style_weight=1e4, tv_weight=0)  # fmt: skip
     for name in layers.style:
-        np.testing.assert_allclose(problem.targets.style_grams[name], want.style_grams[name], rtol=1e-4)
+        np.testing.assert_allclose(problem.terms['style'].term.grams[name], want['style'].term.grams[name], rtol=1e-4)
     with pytest.raises(OptionError, match="style scale"):
         jaxstyle.prepare(content, style, style_scale=0, weights=random_params, **FAST)
     with pytest.raises(OptionError, match="preserve_color"):

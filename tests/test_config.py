@@ -64,3 +64,38 @@ def test_unknown_options_and_presets_are_option_errors(random_weights_file, rng)
         jaxstyle.stylize(image, image, colour="red", weights=random_weights_file)
     with pytest.raises(OptionError, match=r"unknown option\(s\) \['colour'\]"):
         jaxstyle.prepare(image, image, colour="red", weights=random_weights_file)
+
+
+#: A value each checked option refuses, and a word its message must hold.
+BAD = {
+    "size": (0, "size"), "iterations": (-1, "iterations"), "optimizer": ("sgd", "unknown optimizer"),
+    "learning_rate": (0.0, "learning rate"), "linesearch": ("armijo", "line search"),
+    "content_weight": (-1.0, "content weight"), "style_weight": ("much", "style_weight"),
+    "tv_weight": (float("nan"), "tv weight"), "content_layers": (("relu9_9",), "relu9_9"),
+    "style_layers": (("relu1_1", "relu1_1"), "listed twice"), "style_layer_weights": ("equal", "balanced"),
+    "pooling": ("min", "pooling"), "seed": (-1, "seed"), "preserve_color": ("sepia", "preserve_color"),
+    "style_scale": (0.0, "style scale"), "style_loss": ("l2", "style loss"), "average_decay": (1.0, "average decay"),
+    "remat": ("yes", "remat"), "compute_dtype": ("float16", "compute dtype"), "convolutions": ("gpu", "convolutions"),
+    "scales": (0, "scales"), "extra_terms": ("red", "extra_terms"),
+}  # fmt: skip
+
+
+def test_every_check_lives_in_the_options_and_runs_before_any_image_is_read(tmp_path):
+    checked = {f.name for f in FIELDS if f.metadata["check"] is not None}
+    assert checked == set(BAD), "every option with a check has a bad value here, and only those"
+    missing = tmp_path / "nowhere.png"  # reading it would be an ImageError: the option's error comes first
+    for name, (value, word) in BAD.items():
+        with pytest.raises(OptionError, match=word):
+            DEFAULTS.replace(**{name: value}).checked()
+        if name != "scales":  # scales is stylize's (coarse to fine), not prepare's
+            with pytest.raises(OptionError, match=word):
+                jaxstyle.prepare(missing, missing, **{name: value})
+    # Across options: masks with blend weights, masks with the SW loss, no layers at all.
+    for changes, word in [(dict(masks=["m.png"], style_blend_weights=[1.0]), "not both"),
+                          (dict(masks=["m.png"], style_loss="sliced_wasserstein"), "Gram style loss only"),
+                          (dict(content_layers=(), style_layers=()), "at least one")]:  # fmt: skip
+        with pytest.raises(OptionError, match=word):
+            DEFAULTS.replace(**changes).checked()
+    # Clean values come back clean: lists as tuples, ints as floats where a number is meant.
+    clean = DEFAULTS.replace(style_layers=["relu1_1"], content_weight=2, style_layer_weights=[1]).checked()
+    assert clean.style_layers == ("relu1_1",) and clean.content_weight == 2.0 and clean.style_layer_weights == (1,)

@@ -44,7 +44,7 @@ def test_the_term_is_added_to_the_total_as_defined(random_params, rng):
     item = jaxstyle.prepare(content, style, extra_terms=terms, weights=random_params, **FAST).item()
     plain = jaxstyle.prepare(content, style, weights=random_params, **FAST).item()
     x = item.init_image
-    got, base = loss_terms(x, item.params, item.targets, item.objective.layers), loss_terms(x, plain.params, plain.targets, plain.objective.layers)
+    got, base = loss_terms(x, item.params, item.terms, item.objective.layers), loss_terms(x, plain.params, plain.terms, plain.objective.layers)
     relu = np.asarray(jaxstyle.vgg19_features(item.params, x[None], ["relu1_1"])["relu1_1"], np.float64)
     want = 7.0 * (1 - np.asarray(x)[..., 0].mean()) ** 2 + 1e-6 * (relu**2).sum()  # by hand
     assert float(got["extra"]) == pytest.approx(want, rel=1e-4)

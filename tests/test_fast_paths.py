@@ -162,7 +162,7 @@ def test_prepare_chooses_the_strategy_and_keeps_the_params_plain(random_params, 
     assert "conv2_2" not in auto.params  # deeper than any loss layer: left out
     x = auto.init_image
     (prepared,) = auto.objective.prepare(auto.params)
-    a, b = auto.objective(x, prepared, auto.targets), plain.objective(x, plain.params, plain.targets)
+    a, b = auto.objective(x, prepared, auto.terms), plain.objective(x, plain.params, plain.terms)
     assert abs(float(a) - float(b)) <= 1e-4 * abs(float(b)) and float(b) > 0
     with pytest.raises(jaxstyle.OptionError, match="convolutions must be one of"):
         prepare(content, style, weights=random_params, convolutions="fast", **options)

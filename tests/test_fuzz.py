@@ -116,8 +116,8 @@ def test_any_options_give_a_problem_or_a_jaxstyle_error(options):
     image = np.asarray(problem.init_image)
     assert image.ndim == 3 and image.shape[2] == 3 and max(image.shape[:2]) == options.get("size", 512)
     assert np.all(np.isfinite(image)) and image.min() >= 0 and image.max() <= 1
-    targets = problem.item(0).targets
-    for leaf in (targets.content_weight, targets.style_weight, targets.tv_weight):
+    terms = problem.item(0).terms
+    for leaf in (terms["content"].weight, terms["style"].weight, terms["tv"].weight):
         assert np.isfinite(float(leaf)) and float(leaf) >= 0
 
 

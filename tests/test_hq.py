@@ -6,8 +6,9 @@ import pytest
 from conftest import smooth_image
 
 import jaxstyle
-from jaxstyle import OptimizerConfig, OptionError, minimize, vgg19_features
-from jaxstyle.objective import LossLayers, StyleObjective, make_targets
+from jaxstyle import OptionError, vgg19_features
+from jaxstyle.optimize import OptimizerConfig, minimize
+from jaxstyle.objective import LossLayers, StyleObjective, make_terms
 from jaxstyle.optimize import init_state
 
 LAYERS = LossLayers(content=("relu2_1",), style=("relu1_1", "relu2_1", "relu3_1"))
@@ -15,7 +16,7 @@ LAYERS = LossLayers(content=("relu2_1",), style=("relu1_1", "relu2_1", "relu3_1"
 
 def _problem(random_params, rng):
     content, style = smooth_image(rng, 32, 32), smooth_image(rng, 32, 32)
-    targets = make_targets(random_params, content, style, LAYERS, content_weight=1.0, style_weight=1e3, tv_weight=0.0)
+    targets = make_terms(random_params, content, style, LAYERS, content_weight=1.0, style_weight=1e3, tv_weight=0.0)
     return StyleObjective(LAYERS), (random_params, targets), jnp.asarray(content)
 
 
@@ -65,14 +66,14 @@ def test_balanced_layer_weights_make_every_layer_count_alike_at_the_start(random
         f = np.asarray(feats[name][0], np.float64)
         h, w, c = f.shape
         g = f.reshape(-1, c).T @ f.reshape(-1, c)
-        energies[name] = ((g - np.asarray(plain.targets.style_grams[name], np.float64)) ** 2).sum() / (4 * c**2 * (h * w) ** 2)
-    weights = {k: float(v) for k, v in problem.targets.style_layer_weights.items()}
+        energies[name] = ((g - np.asarray(plain.terms['style'].term.grams[name], np.float64)) ** 2).sum() / (4 * c**2 * (h * w) ** 2)
+    weights = {k: float(v) for k, v in problem.terms['style'].term.layer_weights.items()}
     contributions = [weights[k] * energies[k] for k in LAYERS.style]
     np.testing.assert_allclose(contributions, contributions[0], rtol=1e-4)  # alike
     assert sum(contributions) == pytest.approx(np.mean(list(energies.values())), rel=1e-4)  # β keeps its meaning
     assert max(weights.values()) / min(weights.values()) > 1.5  # the layers did differ
     # Its automatic β is its own (chosen by eye): 2e2 · H·W / 512².
-    assert float(problem.targets.style_weight) == pytest.approx(2e2 * 40 * 40 / 512**2, rel=1e-6)
+    assert float(problem.terms['style'].weight) == pytest.approx(2e2 * 40 * 40 / 512**2, rel=1e-6)
     with pytest.raises(OptionError, match="'balanced'"):
         jaxstyle.prepare(content, style, style_layer_weights="equal", **common)
 

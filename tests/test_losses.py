@@ -6,8 +6,9 @@ import reference
 from conftest import smooth_image
 
 from jaxstyle import OptionError
-from jaxstyle.losses import content_loss, gram_matrix, style_layer_loss, style_loss, total_loss, total_variation
-from jaxstyle.objective import LossLayers, loss_terms, make_targets
+from jaxstyle.losses import content_loss, gram_matrix, style_layer_loss, total_variation
+from jaxstyle.objective import LossLayers, loss_terms, make_terms
+from jaxstyle.terms import ContentLoss, GramStyleLoss, Sum, TotalVariation, Weighted, evaluate
 from jaxstyle.optimize import box
 
 
@@ -47,42 +48,50 @@ def test_total_variation_hand_derived():
     assert float(total_variation(jnp.asarray(noisy, jnp.float32))) == pytest.approx(want, rel=1e-5)
 
 
-def test_style_loss_weights_layers():
-    f = {"a": jnp.ones((1, 2, 2, 3)), "b": jnp.ones((1, 2, 2, 3))}
-    targets = {"a": jnp.zeros((3, 3)), "b": gram_matrix(f["b"])[0]}
-    assert float(style_loss(f, targets, {"a": 0.2, "b": 0.8})) == pytest.approx(0.2 * 0.25)
-    assert float(total_loss(1.0, 2.0, 3.0, 10.0, 100.0, 1000.0)) == 3210.0
+def test_terms_weight_layers_and_add_up_as_defined():
+    # F = 1 on 2×2 positions × 3 channels: E = 1/4 against A = 0 (hand-derived above), 0 against its own Gram.
+    f = {"a": jnp.ones((2, 2, 3)), "b": jnp.ones((2, 2, 3))}
+    style = GramStyleLoss({"a": jnp.zeros((3, 3)), "b": gram_matrix(f["b"])}, {"a": 0.2, "b": 0.8})
+    assert style.layers == ("a", "b")
+    assert float(style(None, f)) == pytest.approx(0.2 * 0.25)
+    content = ContentLoss({"b": jnp.zeros((2, 2, 3))})  # ½ Σ 1² over 12 elements = 6
+    image = jnp.zeros((3, 3, 3)).at[1, 1].set(1.0)  # TV: 4 neighbours × 3 channels differ by 1 = 12
+    terms = {"content": Weighted(10.0, content), "style": Weighted(100.0, style), "tv": Weighted(1000.0, TotalVariation()),
+             "extra": Weighted(2.0, Sum((content, TotalVariation())))}  # fmt: skip
+    got = evaluate(terms, image, f)
+    assert {k: float(v) for k, v in got.items()} == pytest.approx(
+        {"content": 6.0, "style": 0.05, "tv": 12.0, "extra": 18.0, "total": 60 + 5 + 12000 + 36})
 
 
 def test_targets_against_numpy_for_style_of_another_size(random_params, rng):
     # A_l is the style image's Gram, rescaled by M_l(output)/M_l(style).
     layers = LossLayers(content=("relu2_1",), style=("relu1_1", "relu2_1"))
     content, style = smooth_image(rng, 16, 24), smooth_image(rng, 32, 20)
-    t = make_targets(random_params, content, style, layers, content_weight=1, style_weight=1, tv_weight=0)
+    t = make_terms(random_params, content, style, layers, content_weight=1, style_weight=1, tv_weight=0)
     get_conv = lambda b, c: (random_params[f"conv{b}_{c}"]["kernel"], random_params[f"conv{b}_{c}"]["bias"])
     feats = reference.vgg_features(get_conv, style, ("relu1_1", "relu2_1"))
     for name, m_out in (("relu1_1", 16 * 24), ("relu2_1", 8 * 12)):
         f = feats[name]
         want = reference.gram(f) * m_out / (f.shape[0] * f.shape[1])
-        np.testing.assert_allclose(np.asarray(t.style_grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
-    assert t.style_layer_weights == {"relu1_1": 0.5, "relu2_1": 0.5}
+        np.testing.assert_allclose(np.asarray(t["style"].term.grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
+    assert t["style"].term.layer_weights == {"relu1_1": 0.5, "relu2_1": 0.5}
 
 
 def test_blended_style_targets_are_the_weighted_grams(random_params, rng):
     # jcjohnson's -style_blend_weights: A_l = Σ b_i A_l^(i), b normalised to sum 1.
     layers = LossLayers(content=("relu1_1",), style=("relu1_1", "relu2_1"))
     content, a, b = smooth_image(rng, 16, 16), smooth_image(rng, 16, 16), smooth_image(rng, 24, 20)
-    t = make_targets(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
+    t = make_terms(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
                      style_blend_weights=[7, 3])  # fmt: skip
     get_conv = lambda b_, c: (random_params[f"conv{b_}_{c}"]["kernel"], random_params[f"conv{b_}_{c}"]["bias"])
     fa, fb = (reference.vgg_features(get_conv, x, ("relu1_1", "relu2_1")) for x in (a, b))
     for name, m_out in (("relu1_1", 16 * 16), ("relu2_1", 8 * 8)):
         ga, gb = (reference.gram(f[name]) * m_out / (f[name].shape[0] * f[name].shape[1]) for f in (fa, fb))
         want = 0.7 * ga + 0.3 * gb
-        np.testing.assert_allclose(np.asarray(t.style_grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
+        np.testing.assert_allclose(np.asarray(t["style"].term.grams[name]), want, rtol=2e-4, atol=1e-3 * np.abs(want).max())
     for bad, message in [([1.0], "1 style blend weights for 2"), ([0, 0], "not all be 0"), ([1, -1], "finite number")]:
         with pytest.raises(OptionError, match=message):
-            make_targets(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
+            make_terms(random_params, content, [a, b], layers, content_weight=1, style_weight=1, tv_weight=0,
                          style_blend_weights=bad)  # fmt: skip
 
 
@@ -93,7 +102,7 @@ def test_gradient_matches_finite_differences(random_params, rng, term, pooling):
     # and rarely straddle a ReLU or max-pool kink.
     layers = LossLayers(content=("relu2_2",), style=("relu1_1", "relu2_1", "relu3_1"), pooling=pooling)
     content, style = smooth_image(rng, 24, 24), smooth_image(rng, 24, 24)
-    t = make_targets(random_params, content, style, layers, content_weight=1, style_weight=1, tv_weight=1)
+    t = make_terms(random_params, content, style, layers, content_weight=1, style_weight=1, tv_weight=1)
     with jax.enable_x64(True):
         x0 = jnp.asarray(0.25 + 0.5 * smooth_image(rng, 24, 24), jnp.float64)  # inside (0, 1)
         f = jax.jit(lambda x: loss_terms(x, random_params, t, layers)[term])

@@ -45,8 +45,8 @@ def test_bfloat16_compute_stays_close_to_float32(random_weights_file, rng):
     feats = vgg19_features(bf16.params, bf16.init_image[None], ("relu2_1",), compute_dtype="bfloat16")
     assert feats["relu2_1"].dtype == jnp.bfloat16
     x = jnp.clip(f32.init_image + 0.1 * jnp.asarray(rng.standard_normal(f32.init_image.shape), jnp.float32), 0, 1)
-    va, ga = jax.value_and_grad(lambda x: f32.objective(x, f32.params, f32.targets))(x)
-    vb, gb = jax.value_and_grad(lambda x: bf16.objective(x, bf16.params, bf16.targets))(x)
+    va, ga = jax.value_and_grad(lambda x: f32.objective(x, f32.params, f32.terms))(x)
+    vb, gb = jax.value_and_grad(lambda x: bf16.objective(x, bf16.params, bf16.terms))(x)
     assert vb.dtype == jnp.float32 and gb.dtype == jnp.float32  # the loss and the image stay float32
     assert float(vb) == pytest.approx(float(va), rel=2e-2)
     cosine = float(jnp.vdot(ga, gb) / (jnp.linalg.norm(ga) * jnp.linalg.norm(gb)))

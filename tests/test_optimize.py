@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from conftest import smooth_image
 
-from jaxstyle import OptimizerConfig, OptionError, minimize, vgg19_features
+from jaxstyle import OptionError, vgg19_features
+from jaxstyle.optimize import OptimizerConfig, minimize
 from jaxstyle.optimize import NonFiniteLossWarning
-from jaxstyle.objective import LossLayers, StyleObjective, loss_terms, make_targets
+from jaxstyle.objective import LossLayers, StyleObjective, loss_terms, make_terms
 
 CONTENT_ONLY = LossLayers(content=("relu2_1",), style=())
 GATYS_SMALL = LossLayers(content=("relu3_1",), style=("relu1_1", "relu2_1", "relu3_1"))
@@ -14,7 +15,7 @@ GATYS_SMALL = LossLayers(content=("relu3_1",), style=("relu1_1", "relu2_1", "rel
 def _targets(params, layers, content, style=None, **weights):
     style = content if style is None else style
     w = dict(content_weight=1.0, style_weight=1.0, tv_weight=0.0) | weights
-    return make_targets(params, content, style, layers, **w)
+    return make_terms(params, content, style, layers, **w)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +30,7 @@ def test_content_loss_alone_reconstructs_the_content_features(random_params, rng
         OptimizerConfig(optimizer, learning_rate=0.02), chunk_size=50,
     )  # fmt: skip
     got = vgg19_features(random_params, image[None], ["relu2_1"])["relu2_1"]
-    want = targets.content["relu2_1"]
+    want = targets["content"].term.targets["relu2_1"][None]
     start = vgg19_features(random_params, x0[None], ["relu2_1"])["relu2_1"]
     err, err0 = float(jnp.linalg.norm(got - want)), float(jnp.linalg.norm(start - want))
     assert err < feature_tol * float(jnp.linalg.norm(want)), (err, float(jnp.linalg.norm(want)))

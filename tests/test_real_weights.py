@@ -51,9 +51,9 @@ def test_short_stylization_cuts_the_style_loss_tenfold(real_params, rng):
     problem = jaxstyle.prepare(content, style, size=64, iterations=40, weights=real_params)
     item = problem.item(0)
     layers = item.objective.layers
-    before = loss_terms(item.init_image, item.params, item.targets, layers)
+    before = loss_terms(item.init_image, item.params, item.terms, layers)
     (result,) = jaxstyle.solve(problem)
-    after = loss_terms(jnp.asarray(np.asarray(result, np.float32) / 255.0), item.params, item.targets, layers)
+    after = loss_terms(jnp.asarray(np.asarray(result, np.float32) / 255.0), item.params, item.terms, layers)
     assert float(after["style"]) < 0.1 * float(before["style"]), (float(before["style"]), float(after["style"]))
     assert float(after["total"]) < float(before["total"])
 

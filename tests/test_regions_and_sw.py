@@ -9,7 +9,8 @@ from PIL import Image
 import jaxstyle
 from jaxstyle.errors import OptionError
 from jaxstyle.losses import guided_gram_matrix, resample_quantiles, sliced_wasserstein_layer_loss
-from jaxstyle.objective import LossLayers, loss_terms, make_targets
+from jaxstyle.objective import LossLayers, loss_terms, make_terms
+from jaxstyle.terms import SlicedWassersteinStyleLoss
 from jaxstyle.vgg import vgg19_features
 
 WEIGHTS = dict(content_weight=1.0, style_weight=1.0, tv_weight=0.0)
@@ -42,7 +43,7 @@ def test_masked_style_loss_matches_a_numpy_computation(random_params, rng):
     styles = [smooth_image(rng, 24, 36), smooth_image(rng, 40, 40)]
     masks = np.zeros((2, 32, 40), np.float32)
     masks[0, :, :22], masks[1, :, 18:] = 1.0, 0.7  # overlapping, soft
-    targets = make_targets(random_params, content, styles, layers, masks=list(masks), **WEIGHTS)
+    targets = make_terms(random_params, content, styles, layers, masks=list(masks), **WEIGHTS)
     image = smooth_image(rng, 32, 40)
     got = float(loss_terms(jnp.asarray(image), random_params, targets, layers)["style"])
 
@@ -68,8 +69,8 @@ def test_masked_style_loss_matches_a_numpy_computation(random_params, rng):
 def test_one_all_ones_mask_is_the_plain_loss(random_params, rng):
     layers = LossLayers()
     content, style, image = smooth_image(rng, 32, 32), smooth_image(rng, 40, 32), smooth_image(rng, 32, 32)
-    plain = make_targets(random_params, content, [style], layers, **WEIGHTS)
-    masked = make_targets(random_params, content, [style], layers, masks=[np.ones((32, 32))], **WEIGHTS)
+    plain = make_terms(random_params, content, [style], layers, **WEIGHTS)
+    masked = make_terms(random_params, content, [style], layers, masks=[np.ones((32, 32))], **WEIGHTS)
     a = loss_terms(jnp.asarray(image), random_params, plain, layers)["style"]
     b = loss_terms(jnp.asarray(image), random_params, masked, layers)["style"]
     assert float(b) == pytest.approx(float(a), rel=1e-5)
@@ -110,7 +111,7 @@ def test_mask_errors_are_clear(random_weights_file, tmp_path, rng):
     # A mask image of another size is resized to the output's.
     Image.fromarray(np.full((10, 20), 255, np.uint8)).save(tmp_path / "m.png")
     problem = jaxstyle.prepare(c, [s], masks=[tmp_path / "m.png"], **common).item()
-    assert np.allclose(np.asarray(problem.targets.style_masks["relu1_1"]), 1.0)
+    assert np.allclose(np.asarray(problem.terms['style'].term.masks["relu1_1"]), 1.0)
 
 
 def test_sliced_wasserstein_matches_numpy(rng):
@@ -146,10 +147,11 @@ def test_sliced_wasserstein_runs_end_to_end_and_lowers_its_loss(random_weights_f
     batch = jaxstyle.prepare(c, [s, s[::-1]], style_loss="sliced_wasserstein", size=40, iterations=20,
                              content_weight=0.0, weights=random_weights_file)  # fmt: skip
     problem = batch.item(0)
-    assert set(problem.targets.style_quantiles) == set(LossLayers().style) and not problem.targets.style_grams
-    before = float(problem.objective(problem.init_image, problem.params, problem.targets))
+    style = problem.terms["style"].term
+    assert isinstance(style, SlicedWassersteinStyleLoss) and set(style.quantiles) == set(LossLayers().style)
+    before = float(problem.objective(problem.init_image, problem.params, problem.terms))
     (out,) = jaxstyle.solve(batch)
-    after = float(problem.objective(jnp.asarray(np.asarray(out, np.float32) / 255), problem.params, problem.targets))
+    after = float(problem.objective(jnp.asarray(np.asarray(out, np.float32) / 255), problem.params, problem.terms))
     assert after < 0.9 * before
 
 

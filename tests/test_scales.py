@@ -61,8 +61,8 @@ def test_presets_set_options_and_explicit_ones_win(random_params, rng, monkeypat
 
     seen = []
 
-    def record(content, style, **options):
-        seen.append(options)
+    def record(content, style, options, shape=None):
+        seen.append(options.as_dict())
         raise Seen
 
     monkeypatch.setattr(api, "_prepare_item", record)
