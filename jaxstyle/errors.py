@@ -37,3 +37,9 @@ class CheckpointError(JaxstyleError):
     """A checkpoint cannot be read, or belongs to another run."""
 
     exit_code = 6
+
+
+class MissingExtraError(JaxstyleError, ImportError):
+    """A feature needs a package that is not installed (an optional extra); says what to install."""
+
+    exit_code = 7
