@@ -1,4 +1,4 @@
-"""The ``jaxstyle`` command: ``jaxstyle stylize ...`` and ``jaxstyle weights fetch|info``."""
+"""The ``jaxstyle`` command: ``jaxstyle stylize ...``, ``jaxstyle serve`` and ``jaxstyle weights fetch|info``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run saved in this checkpoint (same images and options; may raise --iterations)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = commands.add_parser("serve", help="a local web page: drop images, watch the picture form, download it "
+                                          "(needs the web extra: pip install -e '.[web]')")  # fmt: skip
+    s.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network)")
+    s.add_argument("--port", type=int, default=7860, help="(default %(default)s)")
+    s.add_argument("--weights", default=None, help="a converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)")
+    s.add_argument("--open", action="store_true", help="open the page in the browser")
 
     w = commands.add_parser("weights", help="obtain or inspect the VGG-19 weights")
     wc = w.add_subparsers(dest="weights_command", required=True)
@@ -315,6 +323,21 @@ def _weights(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .errors import MissingExtraError
+
+    try:
+        from .serve import serve
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] == "jaxstyle":
+            raise
+        raise MissingExtraError(f"jaxstyle serve needs the web extra ({e.name} is missing): "
+                                "pip install -e '.[web]' (or: pip install gradio)") from None  # fmt: skip
+    with _compilation_cache():
+        serve(host=args.host, port=args.port, weights=args.weights, open_browser=args.open)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -328,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stylize":
             with _compilation_cache():
                 return _stylize(args)
+        if args.command == "serve":
+            return _serve(args)
         return _weights(args)
     except JaxstyleError as e:
         print(f"jaxstyle: error: {e}", file=sys.stderr)

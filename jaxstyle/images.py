@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageDraw, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 from .errors import ImageError, OutputError
@@ -142,3 +143,35 @@ def same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:
         return False
+
+
+def grid(images: Sequence, *, captions: Sequence[str] | None = None, columns: int | None = None, gap: int = 4) -> Image.Image:
+    """The images (PIL, or H×W×3 arrays: uint8, or float in [0, 1]) side by side in rows of
+    ``columns`` (default: about square), each with its caption below if given."""
+    pictures = [as_pil(image) for image in images]
+    if not pictures:
+        raise ValueError("grid needs at least one image")
+    if captions is not None and len(captions) != len(pictures):
+        raise ValueError(f"{len(captions)} captions for {len(pictures)} images; give one each")
+    columns = columns or math.ceil(math.sqrt(len(pictures)))
+    rows = math.ceil(len(pictures) / columns)
+    w, h = max(p.width for p in pictures), max(p.height for p in pictures)
+    text_h = 14 if captions is not None else 0
+    sheet = Image.new("RGB", (columns * w + (columns - 1) * gap, rows * (h + text_h) + (rows - 1) * gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, picture in enumerate(pictures):
+        x, y = (i % columns) * (w + gap), (i // columns) * (h + text_h + gap)
+        sheet.paste(picture, (x, y))
+        if captions is not None:
+            draw.text((x + 2, y + h + 1), str(captions[i]), fill="black")
+    return sheet
+
+
+def as_pil(image) -> Image.Image:
+    """An RGB PIL image from a PIL image or an H×W×3 array (uint8, or float in [0, 1])."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.round(np.clip(array.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(array, "RGB")
