@@ -159,7 +159,7 @@ def _prepare_item(content: ImageLike, style: ImageLike, options: Options, shape:
     layers = LossLayers(o.content_layers, o.style_layers, o.pooling, o.style_loss, o.remat, o.compute_dtype,
                         o.convolutions).checked()  # fmt: skip
     config = check_optimizer(OptimizerConfig(name=o.optimizer, learning_rate=o.learning_rate, linesearch=o.linesearch,
-                                             average_decay=o.average_decay))  # fmt: skip
+                                             average_decay=o.average_decay, tolerance=o.tolerance))  # fmt: skip
     balanced = o.style_layer_weights == "balanced"
     size, preserve_color = o.size, o.preserve_color
     style_size = max(1, round(size * o.style_scale))

@@ -25,7 +25,7 @@ from .errors import CheckpointError
 from .optimize import RunState
 
 FORMAT = "jaxstyle-checkpoint"
-FORMAT_VERSION = 3  # 2: the start image; 3: batched L-BFGS state
+FORMAT_VERSION = 4  # 2: the start image; 3: batched L-BFGS state; 4: loss terms as pytrees, converged members
 
 
 def problem_fingerprint(problem) -> str:

@@ -18,11 +18,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import optax
-
 from .checks import finite_number, whole_number
 from .convolutions import CHOICES as CONVOLUTIONS, strategy_name
 from .errors import OptionError
+from .objective import check_compute_dtype, check_style_loss
+from .optimize import check_average_decay, check_learning_rate, check_linesearch, check_optimizer_name, check_tolerance
 from .terms import check_extra_terms
 from .vgg import check_layers, check_pooling
 
@@ -75,18 +75,6 @@ def _one_of(what: str, choices: tuple) -> Callable:
     return check
 
 
-def _optimizer(value):
-    if isinstance(value, optax.GradientTransformation) or value in ("lbfgs", "adam"):
-        return value
-    raise OptionError(f"unknown optimizer {value!r}; choose one of lbfgs, adam or give an optax.GradientTransformation")
-
-
-def _linesearch(value):
-    if value not in ("zoom", "backtracking"):
-        raise OptionError(f"unknown line search {value!r}; choose one of zoom, backtracking")
-    return value
-
-
 def _style_weight_value(value):
     if isinstance(value, str):
         if value != "auto":
@@ -103,13 +91,6 @@ def _layer_weights_value(value):
             raise OptionError(f"style_layer_weights must be numbers, a mapping, None or 'balanced', got {value!r}")
         return value
     return tuple(value)
-
-
-def _average_decay(value):
-    decay = finite_number(value, "average decay")
-    if decay >= 1:
-        raise OptionError(f"average decay must be in [0, 1), got {decay}")
-    return decay
 
 
 def _layers(what: str) -> Callable:
@@ -158,11 +139,11 @@ class Options:
                        check=_whole("size (the output's longer side in px)", 1))
     iterations: int = option(500, "optimizer iterations (at each scale)", parse=int, check=_whole("iterations", 0))
     optimizer: Any = option("lbfgs", "lbfgs or adam (from Python also any optax.GradientTransformation)",
-                            parse=str, choices=("lbfgs", "adam"), check=_optimizer)  # fmt: skip
+                            parse=str, choices=("lbfgs", "adam"), check=check_optimizer_name)  # fmt: skip
     learning_rate: float = option(0.02, "Adam's step size, pixels in [0, 1]", parse=float,
-                                  check=_number("learning rate", positive=True))  # fmt: skip
+                                  check=check_learning_rate)  # fmt: skip
     linesearch: str = option("zoom", "L-BFGS's line search: zoom (strong Wolfe) or backtracking (Armijo)",
-                             parse=str, choices=("zoom", "backtracking"), check=_linesearch)  # fmt: skip
+                             parse=str, choices=("zoom", "backtracking"), check=check_linesearch)  # fmt: skip
     content_weight: float = option(1.0, "α, the content term's weight", parse=float, check=_number("content weight"))
     style_weight: Any = option("auto", "β, or auto: 1000 at 512×512, scaled with the output's pixel count",
                                parse=_style_weight, check=_style_weight_value)  # fmt: skip
@@ -188,13 +169,15 @@ class Options:
                         metavar="MASK", nargs="+")  # fmt: skip
     style_loss: str = option("gram", "gram (the paper) or sliced_wasserstein (whole feature distributions)",
                              parse=str, choices=("gram", "sliced_wasserstein"),
-                             check=_one_of("style loss", ("gram", "sliced_wasserstein")))  # fmt: skip
+                             check=check_style_loss)  # fmt: skip
+    tolerance: float = option(0.0, "stop early once the loss falls by less than this fraction over a chunk of "
+                              "iterations (0: run them all)", parse=float, metavar="T", check=check_tolerance)  # fmt: skip
     average_decay: float = option(0.0, "return the moving average of the iterates with this decay in [0, 1)",
-                                  parse=float, metavar="D", check=_average_decay)  # fmt: skip
+                                  parse=float, metavar="D", check=check_average_decay)  # fmt: skip
     remat: bool = option(False, "recompute each VGG block in the backward pass (less memory, more time)",
                          check=_boolean("remat"))  # fmt: skip
     compute_dtype: str = option("float32", "float32, or bfloat16: VGG in bfloat16 (losses stay float32)", parse=str,
-                                choices=("float32", "bfloat16"), check=_one_of("compute dtype", ("float32", "bfloat16")))  # fmt: skip
+                                choices=("float32", "bfloat16"), check=check_compute_dtype)  # fmt: skip
     convolutions: str = option("auto", "how VGG-19 is computed: auto (the CPU's fast paths on a CPU backend), "
                                "plain (XLA's own) or cpu", parse=str, choices=CONVOLUTIONS, check=_convolutions)  # fmt: skip
     scales: int = option(1, "coarse to fine: this many sizes ×√2 apart, ending at size", parse=int, metavar="N",

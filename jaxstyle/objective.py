@@ -41,6 +41,18 @@ from .vgg import COMPUTE_DTYPES, LAYERS, check_layers, check_pooling, vgg19_feat
 STYLE_LOSSES = ("gram", "sliced_wasserstein")
 
 
+def check_style_loss(name) -> str:
+    if name not in STYLE_LOSSES:
+        raise OptionError(f"style loss must be one of {', '.join(STYLE_LOSSES)}, got {name!r}")
+    return name
+
+
+def check_compute_dtype(name) -> str:
+    if name not in COMPUTE_DTYPES:
+        raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+    return name
+
+
 class LossLayers(NamedTuple):
     """Which layers the losses use, and the pooling; static (selects a compiled program)."""
 
@@ -59,12 +71,8 @@ class LossLayers(NamedTuple):
             raise OptionError("give at least one content or style layer")
         if len(set(style)) != len(style) or len(set(content)) != len(content):
             raise OptionError("a layer is listed twice in the content or style layers")
-        if self.style_loss not in STYLE_LOSSES:
-            raise OptionError(f"style loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise OptionError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
-        return LossLayers(content, style, check_pooling(self.pooling), self.style_loss, bool(self.remat), self.compute_dtype,
-                          strategy_name(self.convolutions))  # fmt: skip
+        return LossLayers(content, style, check_pooling(self.pooling), check_style_loss(self.style_loss), bool(self.remat),
+                          check_compute_dtype(self.compute_dtype), strategy_name(self.convolutions))  # fmt: skip
 
 
 #: The objective's terms by name, each ``terms.Weighted``: "content", "style", "tv", "extra".

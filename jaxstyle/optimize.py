@@ -53,6 +53,9 @@ class OptimizerConfig(NamedTuple):
     (Armijo only).
     ``average_decay``: d in [0, 1); the result is the exponential moving average of
     the iterates (see ``IterateAverage``); 0 (the default) returns the last iterate.
+    ``tolerance``: a member stops (converged) after a chunk over which its loss fell by
+    less than this fraction of the chunk's first loss; 0 runs every iteration. Decided on
+    the host between chunks, so it is not part of the compiled program.
     """
 
     name: Any = "lbfgs"
@@ -61,22 +64,48 @@ class OptimizerConfig(NamedTuple):
     max_linesearch_steps: int = 20
     linesearch: str = "zoom"
     average_decay: float = 0.0
+    tolerance: float = 0.0
+
+
+def check_optimizer_name(name):
+    """"lbfgs", "adam" or an optax transformation; else an OptionError."""
+    if isinstance(name, optax.GradientTransformation) or (isinstance(name, str) and name in OPTIMIZERS):
+        return name
+    raise OptionError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)} or give an optax.GradientTransformation")
+
+
+def check_linesearch(name) -> str:
+    if name not in LINESEARCHES:
+        raise OptionError(f"unknown line search {name!r}; choose one of {', '.join(LINESEARCHES)}")
+    return name
+
+
+def check_average_decay(value) -> float:
+    decay = finite_number(value, "average decay")
+    if decay >= 1:
+        raise OptionError(f"average decay must be in [0, 1), got {decay}")
+    return decay
+
+
+def check_learning_rate(value) -> float:
+    return finite_number(value, "learning rate", positive=True)
+
+
+def check_tolerance(value) -> float:
+    tolerance = finite_number(value, "tolerance")
+    if tolerance >= 1:
+        raise OptionError(f"tolerance must be in [0, 1) (a fraction of the loss), got {tolerance}")
+    return tolerance
 
 
 def check_optimizer(config: OptimizerConfig) -> OptimizerConfig:
-    custom = isinstance(config.name, optax.GradientTransformation)
-    if not custom and config.name not in OPTIMIZERS:
-        raise OptionError(
-            f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)} or give an optax.GradientTransformation"
-        )
-    if config.linesearch not in LINESEARCHES:
-        raise OptionError(f"unknown line search {config.linesearch!r}; choose one of {', '.join(LINESEARCHES)}")
-    decay = finite_number(config.average_decay, "average decay")
-    if decay >= 1:
-        raise OptionError(f"average decay must be in [0, 1), got {decay}")
+    """The settings checked (each by the check ``jaxstyle.config.Options`` uses too)."""
     return config._replace(
-        average_decay=decay,
-        learning_rate=finite_number(config.learning_rate, "learning rate", positive=True),
+        name=check_optimizer_name(config.name),
+        linesearch=check_linesearch(config.linesearch),
+        average_decay=check_average_decay(config.average_decay),
+        learning_rate=check_learning_rate(config.learning_rate),
+        tolerance=check_tolerance(config.tolerance),
         memory_size=whole_number(config.memory_size, "L-BFGS memory size", minimum=1),
         max_linesearch_steps=whole_number(config.max_linesearch_steps, "L-BFGS line-search steps", minimum=1),
     )
@@ -155,6 +184,7 @@ class RunState(NamedTuple):
     image: jax.Array  # (K, H, W, 3)
     opt_state: Any
     average: IterateAverage
+    running: jax.Array  # (K,) bool: False once a member has converged (``OptimizerConfig.tolerance``)
 
     @property
     def result(self) -> jax.Array:
@@ -175,7 +205,8 @@ def init_state(images: jax.Array, config: OptimizerConfig) -> RunState:
         opt_state = jax.vmap(transformation.init)(images)
     # The optimizer state may hold the images' own buffer; the loop donates its
     # state, and one buffer cannot be donated twice, so give every leaf its own.
-    return jax.tree.map(jnp.copy, RunState(images, opt_state, average))
+    running = jnp.ones(images.shape[:1], bool)
+    return jax.tree.map(jnp.copy, RunState(images, opt_state, average, running))
 
 
 def _held_value_and_grad(opt_state):
@@ -225,7 +256,7 @@ def _step(batch_value_and_grad, member_fns, config: OptimizerConfig, state: RunS
         updates, opt_state = member_fns(update)(grad, state.opt_state, x, value)
         new_x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
     average = IterateAveraging(config.average_decay).update(state.average, new_x)
-    return RunState(new_x, opt_state, average), value.astype(jnp.float32)
+    return RunState(new_x, opt_state, average, state.running), value.astype(jnp.float32)
 
 
 class ChunkResult(NamedTuple):
@@ -283,7 +314,7 @@ def run_chunk(state: RunState, n: jax.Array, shared_args: Any, member_args: Any,
 
     state = _with_value_and_grad(batch_value_and_grad, config, state)
     losses = jnp.full((k, chunk_size), jnp.nan, jnp.float32)
-    init = (jnp.zeros((k,), jnp.int32), state, losses, state.result, jnp.ones((k,), bool))
+    init = (jnp.zeros((k,), jnp.int32), state, losses, state.result, state.running)  # converged members sit out
     ran, state, losses, last_finite, _ = jax.lax.while_loop(keep_going, body, init)
     return state, ChunkResult(losses, last_finite, ran)
 
@@ -304,6 +335,11 @@ class Progress(NamedTuple):
     losses: np.ndarray  # (K,) each member's loss at the start of its last iteration run
     images: jax.Array  # (K, H, W, 3): the results so far (iterate averages; ``RunState.result``), in [0, 1]
     state: RunState  # images, optimizer state and averages: what a checkpoint keeps
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(K,) bool: the members that have stopped by ``OptimizerConfig.tolerance``."""
+        return ~np.asarray(self.state.running)
 
     @property
     def loss(self) -> float:
@@ -345,7 +381,9 @@ def minimize_batch(
     convolution strategy's kernels) without putting them into the caller's params.
     Returns the final images (the iterate averages if ``config.average_decay`` > 0), each
     member's losses, and the members that stopped on a non-finite loss (they keep the last
-    result whose loss was finite; a ``NonFiniteLossWarning`` says so).
+    result whose loss was finite; a ``NonFiniteLossWarning`` says so). With
+    ``config.tolerance`` > 0 a member that has converged stops moving (its history ends
+    there) and the run ends when every member has.
     """
     config = check_optimizer(config)
     if iterations < 0:
@@ -360,29 +398,40 @@ def minimize_batch(
     count = state.image.shape[0]
     history: list[list[float]] = [[] for _ in range(count)]
     stopped: dict[int, np.ndarray] = {}
-    while done < iterations:
+    running = np.array(state.running, bool)  # a resumed run's converged members stay so
+    program = config._replace(tolerance=0.0)  # decided here, between chunks: not part of the compiled loop
+    while done < iterations and running.any():
         # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
         n = min(chunk_size - done % chunk_size, iterations - done)
         state, result = run_chunk(
-            state, jnp.int32(n), shared_args, member_args, loss_fn=loss_fn, config=config, chunk_size=chunk_size
+            state, jnp.int32(n), shared_args, member_args, loss_fn=loss_fn, config=program, chunk_size=chunk_size
         )
         ran, losses = np.asarray(result.ran), np.asarray(result.losses)
+        converged = np.zeros(count, bool)
         for k in range(count):
-            if k not in stopped:
-                history[k].extend(float(v) for v in losses[k, : ran[k]])
-                if ran[k] < n:
-                    stopped[k] = np.asarray(result.last_finite[k])
-                    bad = float(losses[k, ran[k]])
-                    warnings.warn(
-                        f"the loss or its gradient became NaN or infinite at iteration {done + ran[k] + 1} "
-                        f"(loss {bad:.4g}){f' for batch item {k}' if count > 1 else ''}; stopped there and "
-                        "kept the last image with a finite loss: lower the learning rate or the loss weights",
-                        NonFiniteLossWarning,
-                        stacklevel=2,
-                    )
+            if k in stopped or not running[k]:
+                continue
+            history[k].extend(float(v) for v in losses[k, : ran[k]])
+            if ran[k] < n:
+                stopped[k] = np.asarray(result.last_finite[k])
+                bad = float(losses[k, ran[k]])
+                warnings.warn(
+                    f"the loss or its gradient became NaN or infinite at iteration {done + ran[k] + 1} "
+                    f"(loss {bad:.4g}){f' for batch item {k}' if count > 1 else ''}; stopped there and "
+                    "kept the last image with a finite loss: lower the learning rate or the loss weights",
+                    NonFiniteLossWarning,
+                    stacklevel=2,
+                )
+            elif config.tolerance > 0 and n >= 2:
+                first, last = float(losses[k, 0]), float(losses[k, n - 1])
+                converged[k] = first - last <= config.tolerance * abs(first)
         if len(stopped) == count:
             break
         done += n
+        if converged.any():
+            running &= ~converged
+            state = state._replace(running=jax.device_put(running, state.running.sharding))
+        running &= np.array([k not in stopped for k in range(count)])
         if callback is not None:
             last = np.array([h[-1] if h else np.nan for h in history], np.float32)
             callback(Progress(done, iterations, last, state.result, state))

@@ -1,0 +1,120 @@
+"""Candidates for the default picture, measured side by side: grain, the paper's terms, time.
+
+    python3 benchmarks/defaults.py [--sizes 256 512] [--pairs tubingen:starry_night ...]
+        [--candidates today tv1e6 avg ...] [--iterations 500] [--sheets DIR] [--json out.json]
+
+For every (content, style) pair from ``../shared/images`` and every size, each candidate
+(a set of options over today's defaults, ``CANDIDATES``) paints the pair, and the output gets:
+
+- grain: the mean |discrete Laplacian| of the RGB image in [0, 1], divided by the content
+  photo's own at the same size (1 = as grainy as the photo);
+- the content and style terms of one fixed objective, the paper's with γ = 0 (today's layers,
+  max pooling, w_l = 1/5), so that candidates with other weights or schedules compare on the
+  same scale;
+- the wall time of the whole ``stylize`` call (compilation included: what a user waits).
+
+It prints a row per run and a summary per candidate (medians over the pairs of grain,
+content and style relative to ``today``, and time), and writes one contact sheet per pair
+and size (content, style, then each candidate, captioned) into ``--sheets``: look at them.
+A figure printer, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+import jaxstyle
+from jaxstyle.images import fit_size, grid, load_image, to_array
+from jaxstyle.objective import loss_terms
+
+IMAGES = Path(__file__).resolve().parent.parent.parent / "shared" / "images"
+PAIRS = ["tubingen:starry_night", "tubingen:the_scream", "tubingen:great_wave_hokusai", "shipwreck:composition_vii_kandinsky"]
+
+#: Each candidate: options over today's defaults.
+CANDIDATES = {
+    "today": {},
+    "tv1e5": dict(tv_weight=1e5),
+    "tv1e6": dict(tv_weight=1e6),
+    "tv1e7": dict(tv_weight=1e7),
+    "avg": dict(average_decay=0.9),
+    "tv1e6+avg": dict(tv_weight=1e6, average_decay=0.9),
+    "c2f": dict(scales=2, iterations=250),
+    "tol": dict(tolerance=1e-3),
+    "tv1e6+tol": dict(tv_weight=1e6, tolerance=1e-3),
+}
+
+
+def laplacian_energy(image: np.ndarray) -> float:
+    """Mean |4·x − (up + down + left + right)| over the interior pixels and channels, x in [0, 1]."""
+    x = np.asarray(image, np.float64)
+    lap = 4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]
+    return float(np.mean(np.abs(lap)))
+
+
+def _path(name: str) -> Path:
+    for suffix in (".jpg", ".png", ".jpeg"):
+        if (IMAGES / f"{name}{suffix}").exists():
+            return IMAGES / f"{name}{suffix}"
+    raise SystemExit(f"no image {name} in {IMAGES}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--pairs", nargs="+", default=PAIRS, help="content:style names in ../shared/images")
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--iterations", type=int, default=500, help="today's iteration count (candidates may change it)")
+    parser.add_argument("--sheets", type=Path, default=Path("defaults-sheets"), help="contact sheets go here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    args.sheets.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"{'size':>5} {'pair':<38} {'candidate':<11} {'grain':>6} {'content':>10} {'style':>10} {'its':>4} {'time s':>7}")
+    for size in args.sizes:
+        for pair in args.pairs:
+            content_name, style_name = pair.split(":")
+            content, style = _path(content_name), _path(style_name)
+            # The one objective every candidate is measured with: today's, γ = 0.
+            measure = jaxstyle.prepare(content, style, size=size, tv_weight=0.0, iterations=0).item()
+            photo = to_array(load_image(content), fit_size(*load_image(content).size, size))
+            pictures, captions = [photo, to_array(load_image(style), fit_size(*load_image(style).size, size))], ["content", "style"]
+            for name in args.candidates:
+                options = {"size": size, "iterations": args.iterations, **CANDIDATES[name]}
+                seen = []
+                start = time.perf_counter()
+                image = jaxstyle.stylize(content, style, callback=lambda p: seen.append(p.iteration), **options)
+                seconds = time.perf_counter() - start
+                x = np.asarray(image, np.float32) / 255
+                terms = loss_terms(jnp.asarray(x), measure.params, measure.terms, measure.objective.layers)
+                row = dict(size=size, pair=pair, candidate=name, grain=laplacian_energy(x) / laplacian_energy(photo),
+                           content=float(terms["content"]), style=float(terms["style"]),
+                           iterations=seen[-1] if seen else 0, seconds=seconds)  # fmt: skip
+                rows.append(row)
+                print(f"{size:>5} {pair:<38} {name:<11} {row['grain']:>6.2f} {row['content']:>10.4g} {row['style']:>10.4g} "
+                      f"{row['iterations']:>4} {seconds:>7.1f}", flush=True)  # fmt: skip
+                pictures.append(x)
+                captions.append(f"{name} grain {row['grain']:.2f}")
+            sheet = grid(pictures, captions=captions, columns=len(pictures))
+            sheet.save(args.sheets / f"{size}-{pair.replace(':', '-')}.png")
+    print("\nmedians over the pairs, relative to today (grain: the output's over the content's)")
+    print(f"{'size':>5} {'candidate':<11} {'grain':>6} {'vs today':>8} {'content':>8} {'style':>8} {'time':>8}")
+    for size in args.sizes:
+        today = {r["pair"]: r for r in rows if r["size"] == size and r["candidate"] == "today"}
+        for name in args.candidates:
+            mine = [r for r in rows if r["size"] == size and r["candidate"] == name]
+            rel = lambda key: statistics.median(r[key] / today[r["pair"]][key] for r in mine) if today else float("nan")  # noqa: E731
+            print(f"{size:>5} {name:<11} {statistics.median(r['grain'] for r in mine):>6.2f} {rel('grain'):>8.2f} "
+                  f"{rel('content'):>8.2f} {rel('style'):>8.2f} {rel('seconds'):>8.2f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
