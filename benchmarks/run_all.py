@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--out bench-results] [--quick]
 
-Runs iteration_time, compile_time, memory, batch_throughput and end_to_end, and, when torch is
+Runs iteration_time, compile_time, memory, batch_throughput, end_to_end and spatial_memory
+(and, with --quick only, defaults: its full run takes hours), and, when torch is
 installed (``pip install -e '.[torch]'``), vs_torch and time_to_quality; each prints
 its own table as it goes. ``--quick`` runs small sizes and few repeats (about five
 minutes: to check the scripts work, not for figures); the full run takes about
@@ -30,6 +31,7 @@ FULL = {
     "end_to_end": [],
     "vs_torch": ["--sizes", "256", "512", "--repeats", "7"],
     "time_to_quality": ["--size", "256", "--optimizers", "lbfgs"],
+    "spatial_memory": [],
 }
 QUICK = {
     "iteration_time": ["--sizes", "128", "--iterations", "5"],
@@ -39,6 +41,10 @@ QUICK = {
     "end_to_end": ["--sizes", "64", "--iterations", "5", "10"],
     "vs_torch": ["--sizes", "128", "--repeats", "2"],
     "time_to_quality": ["--size", "64", "--torch-iterations", "20", "--jax-max-iterations", "40"],
+    "spatial_memory": ["--sizes", "128", "256", "--parts", "1", "2", "--fit-parts", "1", "2", "--budgets-gib", "0.5"],
+    # defaults.py takes hours at its full settings (4 pairs × candidates × 256 and 512 px): run it on its own.
+    "defaults": ["--sizes", "64", "--pairs", "tubingen:starry_night", "--candidates", "today", "tv1e6",
+                 "--iterations", "20", "--sheets", "bench-results/defaults-sheets"],
 }
 NEEDS_TORCH = {"vs_torch", "time_to_quality"}
 

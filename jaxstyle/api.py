@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
 from .errors import ImageError, OptionError
@@ -37,6 +37,7 @@ from .checks import whole_number
 from .config import DEFAULTS, INITS, NAMES, Options, option_docs, resolve
 from .checkpoint import Checkpoint, load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
+from .sharding import check_spatial_parts, place_batch, run_mesh, spatial_placer
 from .vgg import convs_needed, min_image_side
 from .weights import load_weights
 
@@ -112,6 +113,7 @@ class _PreparedItem(NamedTuple):
     optimizer: OptimizerConfig
     iterations: int
     preserve_color: str | None
+    spatial_parts: int
 
 
 class StyleProblem(NamedTuple):
@@ -128,6 +130,7 @@ class StyleProblem(NamedTuple):
     iterations: int
     preserve_color: str | None = None  # "luminance"/"swap": solve puts back the content's chroma
     content_images: np.ndarray | None = None  # (K, H, W, 3), the contents in colour
+    spatial_parts: int = 1  # each image's rows over this many devices (``jaxstyle.sharding``)
 
     @property
     def size(self) -> int:
@@ -156,8 +159,10 @@ def _prepare_item(content: ImageLike, style: ImageLike, options: Options, shape:
     """One item, its options checked (``Options.checked``) and its terms computed, with the
     settings its batch shares. ``shape=(height, width)`` fixes the output's exact size."""
     o = options.checked()
+    # The CPU fast paths would defeat XLA's partitioner: a split image takes XLA's own convolutions.
+    convolutions = "plain" if o.spatial_parts > 1 and o.convolutions == "auto" else o.convolutions
     layers = LossLayers(o.content_layers, o.style_layers, o.pooling, o.style_loss, o.remat, o.compute_dtype,
-                        o.convolutions).checked()  # fmt: skip
+                        convolutions).checked()  # fmt: skip
     config = check_optimizer(OptimizerConfig(name=o.optimizer, learning_rate=o.learning_rate, linesearch=o.linesearch,
                                              average_decay=o.average_decay, tolerance=o.tolerance))  # fmt: skip
     balanced = o.style_layer_weights == "balanced"
@@ -183,6 +188,8 @@ def _prepare_item(content: ImageLike, style: ImageLike, options: Options, shape:
                 f"the {what} is {arr.shape[1]}×{arr.shape[0]} px after resizing; the chosen "
                 f"layers need at least {needed} px on each side: raise size or use shallower layers"
             )
+        check_spatial_parts(o.spatial_parts, arr.shape[0], layers.content + layers.style)
+    place = spatial_placer(o.spatial_parts)
     style_arrs = [arr for _, arr in named[1:]]
     color_content = content_arr
     if preserve_color == "histogram":
@@ -207,12 +214,13 @@ def _prepare_item(content: ImageLike, style: ImageLike, options: Options, shape:
         params, content_arr, style_arrs, layers,
         content_weight=o.content_weight, style_weight=style_weight, tv_weight=o.tv_weight,
         style_layer_weights=None if balanced else o.style_layer_weights, style_blend_weights=blend, masks=region_masks,
-        extra_terms=o.extra_terms,
+        extra_terms=o.extra_terms, place=place,
     )  # fmt: skip
     if balanced and layers.style:
-        terms = with_style_layer_weights(terms, balanced_layer_weights(x0, params, terms, layers))
+        at = x0 if place is None else place(x0)
+        terms = with_style_layer_weights(terms, balanced_layer_weights(at, params, terms, layers))
     item = Item(StyleObjective(layers), params, terms, jnp.asarray(x0), color_content)
-    return _PreparedItem(item, config, o.iterations, preserve_color)
+    return _PreparedItem(item, config, o.iterations, preserve_color, o.spatial_parts)
 
 
 def _as_list(x) -> list:
@@ -298,7 +306,7 @@ def prepare_batch(
     return StyleProblem(
         first.item.objective, first.item.params, jax.tree.map(stack, *[i.terms for i in items]),
         jnp.stack([i.init_image for i in items]), first.optimizer, first.iterations,
-        first.preserve_color, np.stack([i.content_image for i in items]),
+        first.preserve_color, np.stack([i.content_image for i in items]), first.spatial_parts,
     )  # fmt: skip
 
 
@@ -331,15 +339,19 @@ def solve(
 
     The batch axis is sharded over ``devices`` (default: all of ``jax.devices()``; the
     batch is padded to a multiple of their count with copies of the last item, and the
-    padding dropped). ``resume``: a checkpoint of the same problem (``save_checkpoint``,
+    padding dropped). With ``problem.spatial_parts`` = P > 1 each image's rows are split
+    over P devices too: a ("batch", "space") mesh of len(devices) / P × P
+    (``jaxstyle.sharding``). ``resume``: a checkpoint of the same problem (``save_checkpoint``,
     or the CLI's ``--checkpoint``) to continue from; the result is the one an
     uninterrupted run gives. An item whose loss becomes NaN or infinite stops alone with
     a ``NonFiniteLossWarning`` and keeps the last image whose loss was finite.
     """
     count = problem.size
     devices = list(devices) if devices is not None else jax.devices()
-    total = -(-count // len(devices)) * len(devices)
-    mesh = Mesh(np.asarray(devices), ("batch",))
+    mesh = run_mesh(devices, problem.spatial_parts)
+    batch_devices = mesh.shape["batch"]
+    total = -(-count // batch_devices) * batch_devices
+    shape = tuple(problem.init_images.shape[1:3])
     along, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
     start = None
     if resume is not None:
@@ -354,7 +366,7 @@ def solve(
     images, _, _ = minimize_batch(
         problem.objective, (jax.device_put(problem.params, whole),), (jax.device_put(_pad(problem.terms, total), along),),
         _pad(problem.init_images, total), problem.iterations, problem.optimizer, chunk_size=chunk_size,
-        callback=progress, resume=start, place=lambda state: jax.device_put(state, along),
+        callback=progress, resume=start, place=lambda state: place_batch(state, mesh, shape),
     )  # fmt: skip
     return [to_pil(image) for image in problem.finished(np.asarray(images)[:count])]
 

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="(default %(default)s)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run saved in this checkpoint (same images and options; may raise --iterations)")
+    p.add_argument("--devices", type=int, default=None, metavar="N",
+                   help="use the first N of JAX's devices (default: all): the batch and --spatial-parts split over them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = commands.add_parser("serve", help="a local web page: drop images, watch the picture form, download it "
@@ -137,6 +139,7 @@ def _stylize(args) -> int:
         _check_checkpoint_path(checkpoint, args.resume, (*inputs, *outputs))
     options = _options(args)
     options.update(masks=masks, style_blend_weights=args.style_blend_weights)
+    devices = _devices(args.devices, args.spatial_parts)  # before any work: a layout that cannot be is refused now
     inits, resume = None, None
     if args.resume:
         resume = read_checkpoint(args.resume)  # once: its state may be large
@@ -144,7 +147,7 @@ def _stylize(args) -> int:
         # the balanced layer weights, and the coarse scales that made them need not run again.
         inits = list(checkpoint_start_images(resume))
     elif args.scales > 1:
-        inits, options["weights"] = _coarse_scales(args, styles, options)
+        inits, options["weights"] = _coarse_scales(args, styles, options, devices)
     problem = prepare_batch(args.content, styles, inits=inits, **options)
     if not args.quiet:
         _describe(args, problem.init_images.shape, problem.terms)
@@ -152,7 +155,7 @@ def _stylize(args) -> int:
     run = _Run(args, outputs, inputs, problem.finished)
 
     def progress(p):
-        run.update(p.iteration, p.loss, p.images)
+        run.update(p.iteration, p.loss, p.images, p.converged)
         if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.iterations:
             for image, output in zip(problem.finished(run.latest), outputs):
                 save_image(to_pil(image), output.with_name(f"{output.stem}_{p.iteration:04d}{output.suffix}"), inputs)
@@ -163,7 +166,21 @@ def _stylize(args) -> int:
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
-    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=resume), hint)
+    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=resume, devices=devices), hint)
+
+
+def _devices(count: int | None, spatial_parts: int):
+    """The first ``count`` of JAX's devices (all by default), checked against ``spatial_parts``."""
+    import jax
+
+    from .sharding import run_mesh
+
+    available = jax.devices()
+    if count is not None and not 1 <= count <= len(available):
+        raise OptionError(f"--devices {count}: there are {len(available)} devices; give 1 to {len(available)}")
+    devices = available[: count or len(available)]
+    run_mesh(devices, spatial_parts)
+    return devices
 
 
 class _Interrupted(Exception):
@@ -182,11 +199,12 @@ class _Run:
         self.bar = tqdm(total=args.iterations, disable=args.quiet, unit="it", dynamic_ncols=True)
         self.interrupt: list = []  # non-empty once Ctrl-C was pressed
         self.latest = None  # host copies of the images after the last chunk: what Ctrl-C saves
-        self.iteration = 0
+        self.iteration, self.iterations, self.converged = 0, args.iterations, False
 
-    def update(self, iteration: int, loss: float, images) -> None:
+    def update(self, iteration: int, loss: float, images, converged=()) -> None:
         """Keep host copies of ``images`` (the next chunk reuses their device buffers)."""
         self.iteration, self.latest = iteration, [np.asarray(image) for image in images]
+        self.converged = bool(len(converged)) and bool(np.all(converged))
         self.bar.update(iteration - self.bar.n)
         self.bar.set_postfix(loss=f"{loss:.4g}")
 
@@ -220,6 +238,9 @@ class _Run:
                 print(f"jaxstyle: warning: {w.message}", file=sys.stderr)
             else:  # someone else's warning: passed on, for Python (and its filters) to show
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        if self.converged and self.iteration < self.iterations:
+            print(f"converged at iteration {self.iteration} of {self.iterations} (the loss fell by less than "
+                  "--tolerance over the last chunk)", file=sys.stderr)  # fmt: skip
         for image, output in zip(images, self.outputs):
             save_image(image, output, self.inputs)
             print(f"saved {output}", file=sys.stderr)
@@ -251,7 +272,7 @@ def _interrupt_between_chunks(requested: list):
         signal.signal(signal.SIGINT, previous)
 
 
-def _coarse_scales(args, styles, options):
+def _coarse_scales(args, styles, options, devices):
     from tqdm import tqdm
 
     from .api import coarse_to_fine_inits, scale_sizes
@@ -268,7 +289,7 @@ def _coarse_scales(args, styles, options):
         bar.set_postfix(loss=f"{p.loss:.4g}")
 
     try:
-        return coarse_to_fine_inits(args.content, styles, scales=args.scales, callback=progress, **options)
+        return coarse_to_fine_inits(args.content, styles, scales=args.scales, callback=progress, devices=devices, **options)
     finally:
         bar.close()
 

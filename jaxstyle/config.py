@@ -180,6 +180,9 @@ class Options:
                                 choices=("float32", "bfloat16"), check=check_compute_dtype)  # fmt: skip
     convolutions: str = option("auto", "how VGG-19 is computed: auto (the CPU's fast paths on a CPU backend), "
                                "plain (XLA's own) or cpu", parse=str, choices=CONVOLUTIONS, check=_convolutions)  # fmt: skip
+    spatial_parts: int = option(1, "split each image's rows over this many devices (memory per device for large "
+                                "images; XLA partitions the network)", parse=int, metavar="P",
+                                check=_whole("spatial_parts", 1))  # fmt: skip
     scales: int = option(1, "coarse to fine: this many sizes ×√2 apart, ending at size", parse=int, metavar="N",
                          check=_whole("scales", 1))  # fmt: skip
     weights: Any = option(None, "a converted VGG-19 weights file (default: JAXSTYLE_WEIGHTS, the cache, or fetch)",
@@ -206,6 +209,9 @@ class Options:
             raise OptionError("give at least one content or style layer")
         if clean["masks"] is not None and clean["style_blend_weights"] is not None:
             raise OptionError("give region masks or style blend weights, not both: with masks each style paints its region")
+        if clean["spatial_parts"] > 1 and clean["convolutions"] == "cpu":
+            raise OptionError("the CPU fast paths (convolutions='cpu') do not split over devices; with spatial_parts "
+                              "use convolutions='auto' or 'plain'")  # fmt: skip
         if clean["masks"] is not None and clean["style_layers"] and clean["style_loss"] != "gram":
             raise OptionError("region masks work with the Gram style loss only")
         return dataclasses.replace(self, **clean)

@@ -65,7 +65,7 @@ def style_layer_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
 def _gram_distance(gram: jax.Array, target: jax.Array, shape, axis) -> jax.Array:
     """¼ Σ ((G − A) / (N_l M_l))² over ``axis`` (None: everything), for features of ``shape``."""
     *_, h, w, c = shape
-    diff = (gram - target) / (c * h * w)
+    diff = (gram - target) / float(c * h * w)  # a float: N_l·M_l passes int32's range at large sizes
     return 0.25 * jnp.sum(diff * diff, axis=axis)
 
 
@@ -89,7 +89,7 @@ def guided_gram_matrix(features: jax.Array, mask: jax.Array) -> jax.Array:
     *_, h, w, _ = features.shape
     weighted = features * mask[..., None].astype(features.dtype)
     mass = jnp.sum(jnp.square(mask.astype(_accumulation_dtype(features))), axis=(-2, -1))
-    return gram_matrix(weighted) * (h * w / mass)[..., None, None]
+    return gram_matrix(weighted) * (float(h * w) / mass)[..., None, None]
 
 
 def guided_style_layer_loss(features: jax.Array, masks: jax.Array, target_grams: jax.Array) -> jax.Array:

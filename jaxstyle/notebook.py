@@ -57,7 +57,8 @@ def preview(*, columns: int | None = None, bar: bool = True, captions: Sequence[
                 shown["bar"] = tqdm(total=progress.iterations, unit="it")
         else:
             shown["handle"].update(picture)
-        shown.update(iteration=progress.iteration, done=progress.iteration >= progress.iterations)
+        finished = progress.iteration >= progress.iterations or bool(np.all(progress.converged))  # or stopped early
+        shown.update(iteration=progress.iteration, done=finished)
         if shown.get("bar") is not None:
             shown["bar"].update(progress.iteration - shown["bar"].n)
             shown["bar"].set_postfix(loss=f"{progress.loss:.4g}")

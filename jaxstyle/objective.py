@@ -23,7 +23,7 @@ quantile functions (the 1-D Wasserstein barycentre).
 from __future__ import annotations
 
 import functools
-from typing import Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +155,7 @@ def make_terms(
     style_blend_weights: Sequence[float] | None = None,
     masks: Sequence[jax.Array] | None = None,
     extra_terms: Sequence | None = None,
+    place: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Terms:
     """The loss terms, their targets computed once: {"content": α·ContentLoss,
     "style": β·(Gram, guided Gram or sliced-Wasserstein style loss), "tv": γ·TotalVariation,
@@ -164,8 +165,11 @@ def make_terms(
     ``style_image`` may be a list of images: then A_l = Σ_i b_i A_l^(i), with the
     ``style_blend_weights`` b normalised to sum to 1 (default: equal). With ``masks``
     (one (H, W) array in [0, 1] per style image, the output's size) style i paints
-    the region its mask weighs instead (guided Grams; the Gram loss only).
+    the region its mask weighs instead (guided Grams; the Gram loss only). ``place`` puts
+    each image where the network should run on it (``sharding.spatial_placer``: its rows
+    over several devices, as the run will have them); default: the default device.
     """
+    place = place or (lambda image: jnp.asarray(image, jnp.float32))
     extra = check_extra_terms(extra_terms)
     content_weight = finite_number(content_weight, "content weight")
     style_weight = finite_number(style_weight, "style weight")
@@ -175,12 +179,12 @@ def make_terms(
     content_image = jnp.asarray(content_image, jnp.float32)
     styles = [style_image] if getattr(style_image, "ndim", None) == 3 else list(style_image)
     blend = blend_weights(style_blend_weights, len(styles))
-    content = {k: f[0] for k, f in _content_features(params, content_image, layers).items()} if layers.content else {}
+    content = {k: f[0] for k, f in _content_features(params, place(content_image), layers).items()} if layers.content else {}
     if masks is not None and layers.style:
         if layers.style_loss != "gram":
             raise OptionError("region masks work with the Gram style loss only")
         region = check_masks(masks, len(styles), content_image.shape[:2])
-        per_style = [_style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape) for s in styles]
+        per_style = [_style_grams(params, place(s), layers, content_image.shape) for s in styles]
         grams = {name: jnp.stack([g[name] for g in per_style]) for name in layers.style}
         style = GuidedGramStyleLoss(grams, layer_masks(region, layers, params, content_image.shape), weights)
     elif layers.style_loss == "sliced_wasserstein" and layers.style:
@@ -189,14 +193,14 @@ def make_terms(
         quantiles = {}
         for b, s in zip(blend, styles):
             if layers.style and b > 0:
-                these = _style_quantiles(params, jnp.asarray(s, jnp.float32), directions, layers, content_image.shape)
+                these = _style_quantiles(params, place(s), directions, layers, content_image.shape)
                 quantiles = {k: quantiles.get(k, 0.0) + b * q for k, q in these.items()}
         style = SlicedWassersteinStyleLoss(quantiles, directions, weights)
     else:
         grams = {}
         for b, s in zip(blend, styles):
             if layers.style and b > 0:
-                these = _style_grams(params, jnp.asarray(s, jnp.float32), layers, content_image.shape)
+                these = _style_grams(params, place(s), layers, content_image.shape)
                 grams = {k: grams.get(k, 0.0) + b * g for k, g in these.items()}
         style = GramStyleLoss(grams, weights)
     return {

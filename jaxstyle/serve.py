@@ -28,6 +28,9 @@ from .errors import JaxstyleError  # noqa: E402
 from .images import as_pil, grid, save_image  # noqa: E402
 from .optimize import Progress  # noqa: E402
 
+#: The picture fills its box whatever its size, so that a small one can be looked at closely.
+CSS = "#picture img {width: 100%; height: 100%; object-fit: contain;}"
+
 #: What the page offers; anything else is the preset's (or the default's).
 COLOR_MODES = {"no (the style's colours)": None, "luminance": "luminance", "histogram": "histogram", "swap": "swap"}
 MAX_SIZE = 1024  # the page's largest output side: a shared machine, one run at a time
@@ -177,4 +180,4 @@ def serve(*, host: str = "127.0.0.1", port: int = 7860, weights=None, open_brows
     app = build_app(weights=weights)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, inbrowser=open_browser, ssr_mode=False, share=False,
-               max_file_size="50mb", show_error=True)  # fmt: skip
+               max_file_size="50mb", show_error=True, css=CSS)  # fmt: skip

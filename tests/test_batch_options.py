@@ -62,8 +62,8 @@ def test_a_batch_checkpoints_saves_and_resumes_exactly(random_weights_file, rng,
     ckpt = tmp_path / "batch.ckpt"
     update = _Run.update
 
-    def interrupt_at_4(self, i, loss, images):
-        update(self, i, loss, images)
+    def interrupt_at_4(self, i, loss, images, converged=()):
+        update(self, i, loss, images, converged)
         if i == 4:
             self.interrupt.append(True)
 

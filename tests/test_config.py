@@ -77,6 +77,7 @@ BAD = {
     "style_scale": (0.0, "style scale"), "style_loss": ("l2", "style loss"), "average_decay": (1.0, "average decay"),
     "remat": ("yes", "remat"), "compute_dtype": ("float16", "compute dtype"), "convolutions": ("gpu", "convolutions"),
     "scales": (0, "scales"), "extra_terms": ("red", "extra_terms"), "tolerance": (1.5, "tolerance"),
+    "spatial_parts": (0, "spatial_parts"),
 }  # fmt: skip
 
 

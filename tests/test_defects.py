@@ -99,8 +99,8 @@ def _interrupt_at(monkeypatch, iteration, calls):
     """Press Ctrl-C (as the CLI's handler records it) when the finest scale reaches ``iteration``."""
     update = _Run.update
 
-    def update_and_interrupt(self, i, loss, images):
-        update(self, i, loss, images)
+    def update_and_interrupt(self, i, loss, images, converged=()):
+        update(self, i, loss, images, converged)
         calls.append(i)
         if i == iteration:
             self.interrupt.append(True)

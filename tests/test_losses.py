@@ -125,3 +125,13 @@ def test_box_gradient_frees_pixels_to_move_inward():
     # at/below 0 with c > 0 (descent pushes below 0): 0; at/above 1 with c < 0: 0; else c.
     np.testing.assert_array_equal(np.asarray(g), [0.0, 0.0, 1.0, 0.0, 0.0, -1.0, 1.0])
     np.testing.assert_array_equal(np.asarray(box(x)), np.clip(np.asarray(x), 0, 1))
+
+
+def test_style_losses_trace_at_sizes_whose_n_times_m_passes_int32():
+    # 64 channels × 6000² positions = 2.3e9 > 2³¹: the normalisation must not be an int32.
+    big = jax.ShapeDtypeStruct((1, 6000, 6000, 64), jnp.float32)
+    jax.jit(style_layer_loss).lower(big, jax.ShapeDtypeStruct((64, 64), jnp.float32))
+    from jaxstyle.losses import guided_style_layer_loss
+
+    masks = jax.ShapeDtypeStruct((2, 6000, 6000), jnp.float32)
+    jax.jit(guided_style_layer_loss).lower(big, masks, jax.ShapeDtypeStruct((2, 64, 64), jnp.float32))

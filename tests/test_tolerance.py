@@ -70,3 +70,18 @@ def test_tolerance_zero_runs_every_iteration_and_bad_values_are_refused(random_p
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(OptionError, match="tolerance"):
             _problem(random_params, rng, iterations=3, tolerance=bad)
+
+
+def test_the_command_line_says_where_a_run_converged(random_weights_file, image_files, tmp_path, capsys):
+    from jaxstyle.cli import main
+
+    content, style = image_files
+    out = tmp_path / "out.png"
+    flags = ["--size", "32", "--optimizer", "adam", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_1",
+             "--quiet", "--weights", str(random_weights_file), "--iterations", "400"]  # fmt: skip
+    assert main(["stylize", str(content), str(style), "-o", str(out), *flags, "--tolerance", "0.05"]) == 0
+    err = capsys.readouterr().err
+    stopped = int(err.split("converged at iteration ")[1].split()[0])
+    assert stopped < 400 and stopped % 10 == 0 and out.exists()
+    assert main(["stylize", str(content), str(style), "-o", str(out), *flags, "--iterations", "20"]) == 0
+    assert "converged" not in capsys.readouterr().err  # no tolerance: every iteration runs

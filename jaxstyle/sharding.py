@@ -1,0 +1,80 @@
+"""Where a run's arrays live: the batch axis over devices, and optionally each image's rows.
+
+A run's devices form a 2-D ``jax.sharding`` mesh, ``("batch", "space")``: items are split
+over the first axis, and with ``spatial_parts = P`` > 1 each image's rows over the second
+(P devices per item). The weights are replicated. XLA's SPMD partitioner then does the
+rest: the convolutions exchange the rows at the tiles' edges (halos), the Gram matrices and
+L-BFGS's inner products become partial sums and an all-reduce. Nothing here names a platform.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .errors import OptionError
+from .vgg import LAYERS, deepest_layer
+
+
+def rows_at(layer: str, height: int) -> int:
+    """The rows of ``layer``'s features for an input of ``height`` rows (each pooling halves them)."""
+    pools = sum(1 for name in LAYERS[: LAYERS.index(layer)] if name.startswith("pool"))
+    return height // 2**pools
+
+
+def check_spatial_parts(parts: int, height: int, layers: Sequence[str]) -> int:
+    """``parts`` if each part keeps at least one row at the deepest of ``layers``."""
+    if parts > 1 and layers:
+        deepest = deepest_layer(layers)
+        rows = rows_at(deepest, height)
+        if parts > rows:
+            raise OptionError(f"spatial_parts {parts} is more than the {rows} rows at {deepest} for a {height}-row "
+                              f"image: use at most {rows} parts, or a larger size")  # fmt: skip
+    return parts
+
+
+def run_mesh(devices: Sequence[jax.Device], spatial_parts: int = 1) -> Mesh:
+    """The ("batch", "space") mesh of ``devices``: len(devices) / spatial_parts items at a time."""
+    devices = list(devices)
+    if spatial_parts < 1 or len(devices) % spatial_parts:
+        raise OptionError(f"spatial_parts {spatial_parts} does not divide the {len(devices)} devices: choose a divisor "
+                          "of the device count, or other devices")  # fmt: skip
+    return Mesh(np.asarray(devices, dtype=object).reshape(-1, spatial_parts), ("batch", "space"))
+
+
+def image_sharding(mesh: Mesh, ndim: int, image_axis: int) -> NamedSharding:
+    """Axis 0 over "batch" and the rows (``image_axis``) over "space"; the rest whole."""
+    spec = [None] * ndim
+    spec[0] = "batch"
+    spec[image_axis] = "space"
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def place_batch(tree: Any, mesh: Mesh, image_shape: tuple[int, int] | None = None) -> Any:
+    """Put every leaf (leading axis K) on the mesh: split along "batch"; a leaf that ends in an
+    image (…, H, W, 3), given ``image_shape`` (H, W), also has its rows split along "space"."""
+
+    def place(leaf):
+        leaf = jax.numpy.asarray(leaf)
+        if leaf.ndim == 0:
+            return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
+        if image_shape is not None and leaf.ndim >= 4 and tuple(leaf.shape[-3:]) == (*image_shape, 3):
+            return jax.device_put(leaf, image_sharding(mesh, leaf.ndim, leaf.ndim - 3))
+        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec("batch")))
+
+    return jax.tree.map(place, tree)
+
+
+def spatial_placer(spatial_parts: int, devices: Sequence[jax.Device] | None = None):
+    """For computing targets the way the run computes: a function putting an (H, W, C) image
+    with its rows over ``spatial_parts`` devices, or None for one device."""
+    if spatial_parts <= 1:
+        return None
+    devices = list(devices if devices is not None else jax.devices())[:spatial_parts]
+    if len(devices) < spatial_parts:
+        raise OptionError(f"spatial_parts {spatial_parts} needs as many devices; there are {len(devices)}")
+    sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), ("space",)), PartitionSpec("space"))
+    return lambda image: jax.device_put(jax.numpy.asarray(image, jax.numpy.float32), sharding)
