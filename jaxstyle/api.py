@@ -352,7 +352,7 @@ def solve(
     batch_devices = mesh.shape["batch"]
     total = -(-count // batch_devices) * batch_devices
     shape = tuple(problem.init_images.shape[1:3])
-    along, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+    whole = NamedSharding(mesh, PartitionSpec())
     start = None
     if resume is not None:
         template = init_state(problem.init_images, problem.optimizer)
@@ -364,7 +364,7 @@ def solve(
             callback(p._replace(losses=p.losses[:count], images=p.images[:count]))
 
     images, _, _ = minimize_batch(
-        problem.objective, (jax.device_put(problem.params, whole),), (jax.device_put(_pad(problem.terms, total), along),),
+        problem.objective, (jax.device_put(problem.params, whole),), (place_batch(_pad(problem.terms, total), mesh),),
         _pad(problem.init_images, total), problem.iterations, problem.optimizer, chunk_size=chunk_size,
         callback=progress, resume=start, place=lambda state: place_batch(state, mesh, shape),
     )  # fmt: skip

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .checks import finite_number, whole_number
+from .color import MODES as COLOR_MODES
 from .convolutions import CHOICES as CONVOLUTIONS, strategy_name
 from .errors import OptionError
 from .objective import check_compute_dtype, check_style_loss
@@ -28,6 +29,7 @@ from .vgg import check_layers, check_pooling
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 INITS = ("content", "noise", "style")
+COLOR_CHOICES = (None, *COLOR_MODES)
 
 
 def _layer_list(text: str) -> tuple[str, ...]:
@@ -161,8 +163,8 @@ class Options:
     seed: int = option(0, "seed of the noise init", parse=int, check=_whole("seed", 0))
     style_blend_weights: Any = option(None, "one per style image when they blend (default equal)", parse=_float_list)
     preserve_color: Any = option(None, "keep the content's colours: luminance, histogram or swap", parse=str,
-                                 choices=(None, "luminance", "histogram", "swap"),
-                                 check=_one_of("preserve_color", (None, "luminance", "histogram", "swap")))  # fmt: skip
+                                 choices=COLOR_CHOICES,
+                                 check=_one_of("preserve_color", COLOR_CHOICES))  # fmt: skip
     style_scale: float = option(1.0, "the style images' size relative to the output", parse=float,
                                 check=_number("style scale", positive=True))  # fmt: skip
     masks: Any = option(None, "one greyscale region mask per style image (white: where it paints)", parse=str,

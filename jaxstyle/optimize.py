@@ -398,9 +398,9 @@ def minimize_batch(
     count = state.image.shape[0]
     history: list[list[float]] = [[] for _ in range(count)]
     stopped: dict[int, np.ndarray] = {}
-    running = np.array(state.running, bool)  # a resumed run's converged members stay so
+    running = np.array(state.running, bool)  # the device's mask on the host; a resumed run's converged members stay so
     program = config._replace(tolerance=0.0)  # decided here, between chunks: not part of the compiled loop
-    while done < iterations and running.any():
+    while done < iterations and any(running[k] and k not in stopped for k in range(count)):
         # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
         n = min(chunk_size - done % chunk_size, iterations - done)
         state, result = run_chunk(
@@ -431,7 +431,6 @@ def minimize_batch(
         if converged.any():
             running &= ~converged
             state = state._replace(running=jax.device_put(running, state.running.sharding))
-        running &= np.array([k not in stopped for k in range(count)])
         if callback is not None:
             last = np.array([h[-1] if h else np.nan for h in history], np.float32)
             callback(Progress(done, iterations, last, state.result, state))

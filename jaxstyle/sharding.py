@@ -16,20 +16,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import OptionError
-from .vgg import LAYERS, deepest_layer
-
-
-def rows_at(layer: str, height: int) -> int:
-    """The rows of ``layer``'s features for an input of ``height`` rows (each pooling halves them)."""
-    pools = sum(1 for name in LAYERS[: LAYERS.index(layer)] if name.startswith("pool"))
-    return height // 2**pools
+from .vgg import deepest_layer, min_image_side
 
 
 def check_spatial_parts(parts: int, height: int, layers: Sequence[str]) -> int:
     """``parts`` if each part keeps at least one row at the deepest of ``layers``."""
     if parts > 1 and layers:
         deepest = deepest_layer(layers)
-        rows = rows_at(deepest, height)
+        rows = height // min_image_side(layers)  # each pooling up to the deepest layer halves the rows
         if parts > rows:
             raise OptionError(f"spatial_parts {parts} is more than the {rows} rows at {deepest} for a {height}-row "
                               f"image: use at most {rows} parts, or a larger size")  # fmt: skip
@@ -76,5 +70,5 @@ def spatial_placer(spatial_parts: int, devices: Sequence[jax.Device] | None = No
     devices = list(devices if devices is not None else jax.devices())[:spatial_parts]
     if len(devices) < spatial_parts:
         raise OptionError(f"spatial_parts {spatial_parts} needs as many devices; there are {len(devices)}")
-    sharding = NamedSharding(Mesh(np.asarray(devices, dtype=object), ("space",)), PartitionSpec("space"))
+    sharding = NamedSharding(run_mesh(devices, spatial_parts), PartitionSpec("space"))
     return lambda image: jax.device_put(jax.numpy.asarray(image, jax.numpy.float32), sharding)

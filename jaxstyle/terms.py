@@ -162,7 +162,7 @@ def check_extra_terms(terms) -> tuple:
 
 def layers_read(terms: Mapping[str, Weighted]) -> tuple[str, ...]:
     """Every layer some term reads, each once."""
-    return tuple(dict.fromkeys(name for t in terms.values() for name in t.layers))
+    return Sum(tuple(terms.values())).layers
 
 
 def evaluate(terms: Mapping[str, Weighted], image: jax.Array, features: Mapping[str, jax.Array]) -> dict:
