@@ -37,7 +37,8 @@ from .checks import whole_number
 from .config import DEFAULTS, INITS, NAMES, Options, option_docs, resolve
 from .checkpoint import Checkpoint, load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
-from .sharding import check_spatial_parts, place_batch, run_mesh, spatial_placer
+from .processes import ProcessShare, check_local_spatial_parts, gathered, process_share, to_global, to_local
+from .sharding import batch_specs, check_spatial_parts, place_batch, run_mesh, spatial_placer
 from .vgg import convs_needed, min_image_side
 from .weights import load_weights
 
@@ -131,6 +132,12 @@ class StyleProblem(NamedTuple):
     preserve_color: str | None = None  # "luminance"/"swap": solve puts back the content's chroma
     content_images: np.ndarray | None = None  # (K, H, W, 3), the contents in colour
     spatial_parts: int = 1  # each image's rows over this many devices (``jaxstyle.sharding``)
+    share: ProcessShare | None = None  # in a multi-process run: which of the batch's items these are
+
+    @property
+    def indices(self) -> range:
+        """The batch indices of this problem's own items (all K, except in a multi-process run)."""
+        return self.share.indices if self.share is not None else range(self.size)
 
     @property
     def size(self) -> int:
@@ -272,6 +279,7 @@ def prepare_batch(
     *,
     sweep: Mapping[str, Sequence] | None = None,
     inits: Sequence | None = None,
+    devices: Sequence[jax.Device] | None = None,
     **options,
 ) -> StyleProblem:
     """Check everything and compute each item's targets; the options are ``stylize``'s.
@@ -282,6 +290,10 @@ def prepare_batch(
     start image per item (coarse to fine and resumed runs use it). Raises OptionError,
     ImageError or WeightsError before any optimisation starts. ``shape=(height, width)``
     fixes the output's exact size instead of ``size``.
+
+    In a multi-process run (``jaxstyle.processes.start_processes``) each process prepares
+    only its own items, its share of the mesh of ``devices`` (default: every process's),
+    and ``inits`` are still indexed over the whole batch (only this process's are read).
     """
     if options.get("preset") is not None or options.get("scales", 1) != 1:
         raise OptionError("presets and scales are stylize's and stylize_batch's; prepare_batch takes plain options")
@@ -289,13 +301,25 @@ def prepare_batch(
     options.pop("scales", None)
     shape = options.pop("shape", None)
     items = _items(contents, styles, sweep, DEFAULTS.replace(**options))
+    share, chosen = None, range(len(items))
+    if jax.process_count() > 1:
+        parts = items[0][2].checked().spatial_parts
+        check_local_spatial_parts(parts)
+        share = process_share(len(items), run_mesh(devices if devices is not None else jax.devices(), parts))
+        # A process with no item of its own computes a copy of the last one: every process holds rows.
+        chosen = share.members
+        if shape is None and 0 not in chosen:  # the batch's shape is its first item's, wherever that is
+            first = items[0][2].checked()
+            content = load_image(items[0][0], "content image")
+            shape = fit_size(*content.size, first.size)[::-1]
     prepared: list[_PreparedItem] = []
-    for k, (content, style, item_options) in enumerate(items):
+    for k in chosen:
+        content, style, item_options = items[k]
         changes = {}
         for name, what in (("style_blend_weights", "style blend weights"), ("masks", "masks")):
             if getattr(item_options, name) is not None:
                 changes[name] = _per_item(getattr(item_options, name), k, len(items), what)
-        if inits is not None:
+        if inits is not None and inits[k] is not None:  # (a process computing a copy may lack its start)
             changes["init"] = inits[k]
         if prepared:  # every item takes the first one's shape, and its weights: one array, one program
             shape = tuple(prepared[0].item.init_image.shape[:2])
@@ -306,7 +330,7 @@ def prepare_batch(
     return StyleProblem(
         first.item.objective, first.item.params, jax.tree.map(stack, *[i.terms for i in items]),
         jnp.stack([i.init_image for i in items]), first.optimizer, first.iterations,
-        first.preserve_color, np.stack([i.content_image for i in items]), first.spatial_parts,
+        first.preserve_color, np.stack([i.content_image for i in items]), first.spatial_parts, share,
     )  # fmt: skip
 
 
@@ -334,7 +358,7 @@ def solve(
     chunk_size: int = 10,
     resume: str | os.PathLike | Checkpoint | None = None,
     devices: Sequence[jax.Device] | None = None,
-) -> list[Image.Image]:
+) -> list[Image.Image | None]:
     """Run the optimisation of a prepared problem; return its K images.
 
     The batch axis is sharded over ``devices`` (default: all of ``jax.devices()``; the
@@ -345,30 +369,44 @@ def solve(
     or the CLI's ``--checkpoint``) to continue from; the result is the one an
     uninterrupted run gives. An item whose loss becomes NaN or infinite stops alone with
     a ``NonFiniteLossWarning`` and keeps the last image whose loss was finite.
+
+    In a multi-process run every process calls it with its own part of the batch
+    (``prepare_batch`` gave it ``problem.share``): the K images come back as None except
+    this process's own, and ``callback`` sees this process's items (their losses, images
+    and state: what its checkpoint keeps).
     """
-    count = problem.size
     devices = list(devices) if devices is not None else jax.devices()
     mesh = run_mesh(devices, problem.spatial_parts)
-    batch_devices = mesh.shape["batch"]
-    total = -(-count // batch_devices) * batch_devices
-    shape = tuple(problem.init_images.shape[1:3])
-    whole = NamedSharding(mesh, PartitionSpec())
-    start = None
+    shape, count, share = tuple(problem.init_images.shape[1:3]), problem.size, problem.share
+    if share is None:
+        rows = -(-count // mesh.shape["batch"]) * mesh.shape["batch"]
+        first = 0
+        to_devices = lambda tree: place_batch(_pad(tree, rows), mesh, shape)  # noqa: E731
+        from_devices = lambda tree: tree  # noqa: E731
+        params = jax.device_put(problem.params, NamedSharding(mesh, PartitionSpec()))
+    else:  # this process's rows of global arrays
+        rows, first = share.block, share.first
+        to_devices = lambda tree: to_global(_pad(tree, rows), mesh, batch_specs(tree, shape))  # noqa: E731
+        from_devices = lambda tree: to_local(tree, mesh, batch_specs(tree, shape))  # noqa: E731
+        params = to_global(problem.params, mesh, jax.tree.map(lambda _: PartitionSpec(), problem.params))
+    state, done = init_state(problem.init_images, problem.optimizer), 0
     if resume is not None:
-        template = init_state(problem.init_images, problem.optimizer)
-        state, done = load_checkpoint(resume, template, problem_fingerprint(problem))
-        start = (_pad(state, total), done)
+        state, done = load_checkpoint(resume, state, problem_fingerprint(problem))
+    mine = lambda tree: jax.tree.map(lambda a: a if a.shape[0] == count else a[:count], from_devices(tree))  # noqa: E731
 
     def progress(p: Progress):
         if callback is not None:
-            callback(p._replace(losses=p.losses[:count], images=p.images[:count]))
+            callback(Progress(p.iteration, p.iterations, p.losses[first : first + count], mine(p.images), mine(p.state)))
 
     images, _, _ = minimize_batch(
-        problem.objective, (jax.device_put(problem.params, whole),), (place_batch(_pad(problem.terms, total), mesh),),
-        _pad(problem.init_images, total), problem.iterations, problem.optimizer, chunk_size=chunk_size,
-        callback=progress, resume=start, place=lambda state: place_batch(state, mesh, shape),
+        problem.objective, (params,), (to_devices(problem.terms),), problem.init_images, problem.iterations,
+        problem.optimizer, chunk_size=chunk_size, callback=progress, resume=(to_devices(state), done), to_host=gathered,
     )  # fmt: skip
-    return [to_pil(image) for image in problem.finished(np.asarray(images)[:count])]
+    images = images[first : first + count] if isinstance(images, np.ndarray) else mine(images)
+    finished = [to_pil(image) for image in problem.finished(np.asarray(images))]
+    if share is None:
+        return finished
+    return [finished[k - share.first] if k in share.indices else None for k in range(share.count)]
 
 
 def stylize_batch(
@@ -387,7 +425,9 @@ def stylize_batch(
     with ``sweep={option: [K values]}`` for an option in ``SWEEPABLE``. An item's style may
     be a list of images that blend. The options are ``stylize``'s, presets and coarse to
     fine included. Each image is what ``stylize`` gives for that item alone (equal up to
-    float rounding: batched convolutions may sum in another order).
+    float rounding: batched convolutions may sum in another order). In a multi-process run
+    (``jaxstyle.processes.start_processes``) every process makes the same call and gets its
+    own items' images, None for the others'.
     """
     options = with_preset(options)
     scales = options.pop("scales", 1)
@@ -395,7 +435,7 @@ def stylize_batch(
                                          chunk_size=chunk_size, devices=devices, **options)  # fmt: skip
     if inits is not None:
         options["weights"] = params  # the weights loaded once, for every scale
-    problem = prepare_batch(contents, styles, sweep=sweep, inits=inits, **options)
+    problem = prepare_batch(contents, styles, sweep=sweep, inits=inits, devices=devices, **options)
     return solve(problem, callback=callback, chunk_size=chunk_size, devices=devices)
 
 
@@ -465,7 +505,7 @@ def coarse_to_fine_inits(
     size = options.pop("size", DEFAULTS.size)
     images = None
     for coarse in scale_sizes(size, scales)[:-1]:
-        problem = prepare_batch(contents, styles, sweep=sweep, inits=images, size=coarse, **options)
+        problem = prepare_batch(contents, styles, sweep=sweep, inits=images, size=coarse, devices=devices, **options)
         options["weights"] = problem.params
         images = solve(problem, callback=callback, chunk_size=chunk_size, devices=devices)
     return images, options.get("weights") if images is not None else None

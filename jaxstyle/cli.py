@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None, metavar="N",
                    help="use the first N of JAX's devices (default: all): the batch and --spatial-parts split over them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    m = p.add_argument_group("many processes, one run (every process runs the same command; see the README)")
+    m.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="process 0's address (the same on every process), or auto: JAX finds the run itself "
+                        "(Cloud TPU VMs, SLURM, Open MPI)")
+    m.add_argument("--num-processes", type=int, default=None, metavar="N", help="how many processes run this command")
+    m.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's number, 0 to N-1")
+    m.add_argument("--coordinator-timeout", type=float, default=120, metavar="S",
+                   help="give up joining the run after this many seconds (default %(default)s)")
 
     s = commands.add_parser("serve", help="a local web page: drop images, watch the picture form, download it "
                                           "(needs the web extra: pip install -e '.[web]')")  # fmt: skip
@@ -114,6 +122,8 @@ def _check_checkpoint_path(checkpoint: str, resume: str | None, files) -> None:
 
 def _stylize(args) -> int:
     """One pipeline for one output and for --batch: a problem of K items (K = 1 without --batch)."""
+    import jax
+
     from .api import prepare_batch, solve
     from .checkpoint import checkpoint_start_images, problem_fingerprint, read_checkpoint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
@@ -140,19 +150,34 @@ def _stylize(args) -> int:
     options = _options(args)
     options.update(masks=masks, style_blend_weights=args.style_blend_weights)
     devices = _devices(args.devices, args.spatial_parts)  # before any work: a layout that cannot be is refused now
+    members, first = range(len(styles)), True  # the items this process computes (all, in one process)
+    if jax.process_count() > 1:
+        from .processes import check_local_spatial_parts, process_share
+        from .sharding import run_mesh
+
+        check_local_spatial_parts(args.spatial_parts)
+        members = process_share(len(styles), run_mesh(devices, args.spatial_parts)).members
+        first = jax.process_index() == 0
+        args.quiet = args.quiet or not first  # one progress bar, process 0's
+        if checkpoint:  # each process keeps its own items' state
+            checkpoint = _process_path(checkpoint)
+            args.resume = args.resume and _process_path(args.resume)
     inits, resume = None, None
     if args.resume:
         resume = read_checkpoint(args.resume)  # once: its state may be large
         # The run goes on from the images its (finest) scale started from: they decide
         # the balanced layer weights, and the coarse scales that made them need not run again.
-        inits = list(checkpoint_start_images(resume))
+        inits = [None] * len(styles)
+        for k, image in zip(members, checkpoint_start_images(resume)):
+            inits[k] = image
     elif args.scales > 1:
         inits, options["weights"] = _coarse_scales(args, styles, options, devices)
-    problem = prepare_batch(args.content, styles, inits=inits, **options)
+    problem = prepare_batch(args.content, styles, inits=inits, devices=devices, **options)
     if not args.quiet:
         _describe(args, problem.init_images.shape, problem.terms)
     fingerprint = problem_fingerprint(problem) if checkpoint else None
-    run = _Run(args, outputs, inputs, problem.finished)
+    own = list(problem.indices)
+    run = _Run(args, [outputs[k] for k in own], inputs, problem.finished)
 
     def progress(p):
         run.update(p.iteration, p.loss, p.images, p.converged)
@@ -166,7 +191,19 @@ def _stylize(args) -> int:
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
     hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
-    return run(lambda: solve(problem, callback=progress, chunk_size=chunk, resume=resume, devices=devices), hint)
+    def solve_own():  # this process's outputs (a multi-process run's others are None here)
+        images = solve(problem, callback=progress, chunk_size=chunk, resume=resume, devices=devices)
+        return [images[k] for k in own]
+
+    return run(solve_own, hint)
+
+
+def _process_path(path: str) -> str:
+    """A multi-process run's file for this process: NAME.process-I-of-N.SUFFIX."""
+    import jax
+
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.process-{jax.process_index()}-of-{jax.process_count()}{p.suffix}"))
 
 
 def _devices(count: int | None, spatial_parts: int):
@@ -176,6 +213,9 @@ def _devices(count: int | None, spatial_parts: int):
     from .sharding import run_mesh
 
     available = jax.devices()
+    if count is not None and jax.process_count() > 1:
+        raise OptionError("--devices chooses among one process's devices; a multi-process run uses every process's: "
+                          "leave it out (or limit each process's devices, e.g. CUDA_VISIBLE_DEVICES)")  # fmt: skip
     if count is not None and not 1 <= count <= len(available):
         raise OptionError(f"--devices {count}: there are {len(available)} devices; give 1 to {len(available)}")
     devices = available[: count or len(available)]
@@ -368,19 +408,42 @@ def main(argv: list[str] | None = None) -> int:
         # The preset's options (or the defaults), with the flags given explicitly winning.
         for name, value in config.resolve(args.preset, **config.given(args)).as_dict().items():
             setattr(args, name, value)
+    processes = False
     try:
         if args.command == "stylize":
+            processes = _start_processes(args)
             with _compilation_cache():
-                return _stylize(args)
+                code = _stylize(args)
+            if processes:
+                from .processes import stop_processes
+
+                stop_processes()  # every process waits for the others' outputs before the run ends
+            return code
         if args.command == "serve":
             return _serve(args)
         return _weights(args)
     except JaxstyleError as e:
         print(f"jaxstyle: error: {e}", file=sys.stderr)
+        if processes:  # leave at once: the others see this process gone and stop (their watchdogs)
+            from .processes import stop_processes
+
+            stop_processes(timeout=0)
         return e.exit_code
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)
         return 130
+
+
+def _start_processes(args) -> bool:
+    """Join a multi-process run if the flags ask for one (before anything uses JAX)."""
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise OptionError("--num-processes and --process-id need --coordinator HOST:PORT (process 0's address)")
+        return False
+    from .processes import start_processes
+
+    start_processes(args.coordinator, args.num_processes, args.process_id, timeout=args.coordinator_timeout)
+    return True
 
 
 if __name__ == "__main__":

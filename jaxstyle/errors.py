@@ -43,3 +43,9 @@ class MissingExtraError(JaxstyleError, ImportError):
     """A feature needs a package that is not installed (an optional extra); says what to install."""
 
     exit_code = 7
+
+
+class ProcessError(JaxstyleError):
+    """A multi-process run cannot start, or lost one of its processes."""
+
+    exit_code = 8

@@ -369,13 +369,16 @@ def minimize_batch(
     callback: Callable[[Progress], None] | None = None,
     resume: tuple[RunState, int] | None = None,
     place: Callable[[RunState], RunState] | None = None,
+    to_host: Callable[[jax.Array], np.ndarray] = np.asarray,
 ) -> tuple[jax.Array, list[list[float]], list[int]]:
     """Minimise ``loss_fn(image_k, *shared_args, *member_args_k)`` over images (K, H, W, 3) in [0, 1].
 
     ``loss_fn`` must be hashable (a module-level function, or a NamedTuple of such) so that
     the compiled loop is reused across calls. ``resume=(state, done)`` continues a run from
     a saved ``RunState`` after ``done`` iterations (``images`` then only give the shape).
-    ``place`` puts the state on devices (sharding) before the first chunk. A ``loss_fn``
+    ``place`` puts the state on devices (sharding) before the first chunk; ``to_host`` reads
+    the few per-chunk numbers the loop decides by (a multi-process run gathers them from
+    every process, ``jaxstyle.processes.gathered``, so that all decide alike). A ``loss_fn``
     with a ``prepare`` method gets ``loss_fn.prepare(*shared_args)`` (computed once, before
     the first chunk) in place of ``shared_args``: the objective's precomputations (the
     convolution strategy's kernels) without putting them into the caller's params.
@@ -398,7 +401,7 @@ def minimize_batch(
     count = state.image.shape[0]
     history: list[list[float]] = [[] for _ in range(count)]
     stopped: dict[int, np.ndarray] = {}
-    running = np.array(state.running, bool)  # the device's mask on the host; a resumed run's converged members stay so
+    running = np.array(to_host(state.running), bool)  # the device's mask on the host; a resumed run's converged members stay so
     program = config._replace(tolerance=0.0)  # decided here, between chunks: not part of the compiled loop
     while done < iterations and any(running[k] and k not in stopped for k in range(count)):
         # Chunks end on multiples of chunk_size, a resumed run's too: callbacks come at the same points.
@@ -406,14 +409,16 @@ def minimize_batch(
         state, result = run_chunk(
             state, jnp.int32(n), shared_args, member_args, loss_fn=loss_fn, config=program, chunk_size=chunk_size
         )
-        ran, losses = np.asarray(result.ran), np.asarray(result.losses)
+        ran, losses = to_host(result.ran), to_host(result.losses)
+        nan_stop = any(ran[k] < n and running[k] and k not in stopped for k in range(count))
+        last_finite = to_host(result.last_finite) if nan_stop else None  # every process asks, or none
         converged = np.zeros(count, bool)
         for k in range(count):
             if k in stopped or not running[k]:
                 continue
             history[k].extend(float(v) for v in losses[k, : ran[k]])
             if ran[k] < n:
-                stopped[k] = np.asarray(result.last_finite[k])
+                stopped[k] = last_finite[k]
                 bad = float(losses[k, ran[k]])
                 warnings.warn(
                     f"the loss or its gradient became NaN or infinite at iteration {done + ran[k] + 1} "
@@ -430,13 +435,14 @@ def minimize_batch(
         done += n
         if converged.any():
             running &= ~converged
-            state = state._replace(running=jax.device_put(running, state.running.sharding))
+            mask = running.copy()
+            state = state._replace(running=jax.make_array_from_callback(mask.shape, state.running.sharding, lambda i: mask[i]))
         if callback is not None:
             last = np.array([h[-1] if h else np.nan for h in history], np.float32)
             callback(Progress(done, iterations, last, state.result, state))
     final = state.result
     if stopped:
-        final = np.array(final)
+        final = np.array(to_host(final))
         for k, image in stopped.items():
             final[k] = image
     return final, history, sorted(stopped)

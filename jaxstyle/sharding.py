@@ -39,35 +39,36 @@ def run_mesh(devices: Sequence[jax.Device], spatial_parts: int = 1) -> Mesh:
     return Mesh(np.asarray(devices, dtype=object).reshape(-1, spatial_parts), ("batch", "space"))
 
 
-def image_sharding(mesh: Mesh, ndim: int, image_axis: int) -> NamedSharding:
-    """Axis 0 over "batch" and the rows (``image_axis``) over "space"; the rest whole."""
+def leaf_spec(leaf: Any, image_shape: tuple[int, int] | None = None) -> PartitionSpec:
+    """Where a leaf with a leading axis K goes: axis 0 over "batch", and a leaf that ends in
+    an image (…, H, W, 3), given ``image_shape`` (H, W), also its rows over "space". A
+    scalar is replicated."""
+    ndim = np.ndim(leaf)
+    if ndim == 0:
+        return PartitionSpec()
     spec = [None] * ndim
     spec[0] = "batch"
-    spec[image_axis] = "space"
-    return NamedSharding(mesh, PartitionSpec(*spec))
+    if image_shape is not None and ndim >= 4 and tuple(np.shape(leaf)[-3:]) == (*image_shape, 3):
+        spec[ndim - 3] = "space"
+    return PartitionSpec(*spec)
+
+
+def batch_specs(tree: Any, image_shape: tuple[int, int] | None = None) -> Any:
+    """``leaf_spec`` of every leaf of ``tree``."""
+    return jax.tree.map(lambda leaf: leaf_spec(leaf, image_shape), tree)
 
 
 def place_batch(tree: Any, mesh: Mesh, image_shape: tuple[int, int] | None = None) -> Any:
-    """Put every leaf (leading axis K) on the mesh: split along "batch"; a leaf that ends in an
-    image (…, H, W, 3), given ``image_shape`` (H, W), also has its rows split along "space"."""
-
-    def place(leaf):
-        leaf = jax.numpy.asarray(leaf)
-        if leaf.ndim == 0:
-            return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
-        if image_shape is not None and leaf.ndim >= 4 and tuple(leaf.shape[-3:]) == (*image_shape, 3):
-            return jax.device_put(leaf, image_sharding(mesh, leaf.ndim, leaf.ndim - 3))
-        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec("batch")))
-
-    return jax.tree.map(place, tree)
+    """Put every leaf (leading axis K) on the mesh, as ``leaf_spec`` says."""
+    return jax.tree.map(lambda leaf: jax.device_put(jax.numpy.asarray(leaf), NamedSharding(mesh, leaf_spec(leaf, image_shape))), tree)
 
 
 def spatial_placer(spatial_parts: int, devices: Sequence[jax.Device] | None = None):
     """For computing targets the way the run computes: a function putting an (H, W, C) image
-    with its rows over ``spatial_parts`` devices, or None for one device."""
+    with its rows over ``spatial_parts`` devices (this process's own), or None for one device."""
     if spatial_parts <= 1:
         return None
-    devices = list(devices if devices is not None else jax.devices())[:spatial_parts]
+    devices = list(devices if devices is not None else jax.local_devices())[:spatial_parts]
     if len(devices) < spatial_parts:
         raise OptionError(f"spatial_parts {spatial_parts} needs as many devices; there are {len(devices)}")
     sharding = NamedSharding(run_mesh(devices, spatial_parts), PartitionSpec("space"))
