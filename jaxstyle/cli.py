@@ -432,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if processes:  # a collective broken off by a lost process: say that, in one line
+            from .processes import end_if_a_process_was_lost
+
+            end_if_a_process_was_lost()
+        raise
 
 
 def _start_processes(args) -> bool:

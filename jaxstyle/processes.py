@@ -83,7 +83,8 @@ def to_global(tree: Any, mesh: Mesh, specs: Any) -> Any:
     """This process's part of every leaf (its rows of "batch", whole replicated leaves) as global arrays."""
     from jax.experimental import multihost_utils
 
-    return multihost_utils.host_local_array_to_global_array(tree, mesh, specs)
+    # Through the host: a local leaf may itself be split over this process's devices (spatial targets).
+    return multihost_utils.host_local_array_to_global_array(jax.tree.map(np.asarray, tree), mesh, specs)
 
 
 def to_local(tree: Any, mesh: Mesh, specs: Any) -> Any:
@@ -103,7 +104,6 @@ def gathered(array: jax.Array) -> np.ndarray:
 
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
-_watchdog: threading.Event | None = None
 
 
 def check_coordinator(coordinator: str) -> str:
@@ -199,59 +199,90 @@ def _check_port_free(coordinator: str) -> None:
                                "choose another port for --coordinator") from None  # fmt: skip
 
 
+class _Watchdog:
+    """Asks the coordinator every half second which processes are alive; on a loss, one line and the end."""
+
+    def __init__(self, count: int, me: int, heartbeat_timeout: int):
+        from jax._src import distributed
+
+        self.client, self.count, self.me, self.heartbeat_timeout = distributed.global_state.client, count, me, heartbeat_timeout
+        self.stop = threading.Event()
+        threading.Thread(target=self.watch, name="jaxstyle-process-watchdog", daemon=True).start()
+
+    def lost(self) -> str | None:
+        """Which processes are gone, in words, or None if all answer."""
+        try:
+            alive = set(self.client.get_live_nodes(list(range(self.count))))
+        except Exception:  # the coordinator itself is gone
+            alive = set()
+        missing = sorted(set(range(self.count)) - alive)
+        if not missing:
+            return None
+        return "the coordinator (process 0)" if not alive else "process " + ", ".join(map(str, missing))
+
+    def end(self, who: str) -> None:
+        # On a line of its own: a progress bar may hold the current one.
+        print(f"\njaxstyle: error: {who} of this {self.count}-process run stopped answering (heartbeat timeout "
+              f"{self.heartbeat_timeout} s); process {self.me} stops too: outputs already written are whole, "
+              "the others were not written", file=sys.stderr, flush=True)  # fmt: skip
+        os._exit(ProcessError.exit_code)
+
+    def watch(self) -> None:
+        while not self.stop.wait(0.5):
+            who = self.lost()
+            if who and not self.stop.is_set():
+                self.end(who)
+
+
+_watchdog: _Watchdog | None = None
+
+
 def _start_watchdog(count: int, me: int, heartbeat_timeout: int) -> None:
     global _watchdog
-    from jax._src import distributed
+    _watchdog = _Watchdog(count, me, heartbeat_timeout)
 
-    client, stop = distributed.global_state.client, threading.Event()
 
-    def watch():
-        while not stop.wait(0.5):
-            try:
-                alive = set(client.get_live_nodes(list(range(count))))
-            except Exception:  # the coordinator itself is gone
-                alive = set()
-            if stop.is_set():
-                return
-            missing = sorted(set(range(count)) - alive)
-            if missing:
-                who = "the coordinator (process 0)" if not alive else "process " + ", ".join(map(str, missing))
-                # On a line of its own: a progress bar may hold the current one.
-                print(f"\njaxstyle: error: {who} of this {count}-process run stopped answering (heartbeat timeout "
-                      f"{heartbeat_timeout} s); process {me} stops too: outputs already written are whole, "
-                      "the others were not written", file=sys.stderr, flush=True)  # fmt: skip
-                os._exit(ProcessError.exit_code)
-
-    threading.Thread(target=watch, name="jaxstyle-process-watchdog", daemon=True).start()
-    _watchdog = stop
+def end_if_a_process_was_lost() -> None:
+    """After an unexpected error in a multi-process run: if it came from a lost process (a
+    collective broken off), wait for the coordinator to see it (the heartbeat timeout) and end
+    with the watchdog's one line rather than the collective's traceback. Returns otherwise."""
+    if _watchdog is None:
+        return
+    deadline = time.monotonic() + _watchdog.heartbeat_timeout + 5
+    while time.monotonic() < deadline:
+        who = _watchdog.lost()
+        if who:
+            _watchdog.end(who)
+        time.sleep(0.25)
 
 
 def stop_processes(timeout: float = 300) -> None:
     """Leave the multi-process run: wait (up to ``timeout`` s) for every process to get here,
-    then disconnect. A process that fails leaves with ``timeout=0``: the others see it gone."""
+    then disconnect. A process that fails leaves with ``timeout=0``: the others see it gone.
+    While it waits the watchdog still ends it if another process dies."""
     global _watchdog
     from jax._src import distributed
 
     if distributed.global_state.client is None:
         return
-    if _watchdog is not None:
-        _watchdog.set()
-        _watchdog = None
     client, me, count = distributed.global_state.client, jax.process_index(), jax.process_count()
     if timeout > 0:
         try:
             client.wait_at_barrier("jaxstyle_done", int(timeout * 1000))
         except Exception:
             pass  # another process is gone: nothing left to wait for
-        if me == 0:  # process 0 hosts the coordination service: the others disconnect first
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if set(client.get_live_nodes(list(range(count)))) <= {0}:
-                        break
-                except Exception:
+    if _watchdog is not None:  # from here on processes leave on purpose
+        _watchdog.stop.set()
+        _watchdog = None
+    if timeout > 0 and me == 0:  # process 0 hosts the coordination service: the others disconnect first
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if set(client.get_live_nodes(list(range(count)))) <= {0}:
                     break
-                time.sleep(0.05)
+            except Exception:
+                break
+            time.sleep(0.05)
     try:
         jax.distributed.shutdown()
     except Exception:
