@@ -43,7 +43,7 @@ QUICK = {
     "time_to_quality": ["--size", "64", "--torch-iterations", "20", "--jax-max-iterations", "40"],
     "spatial_memory": ["--sizes", "128", "256", "--parts", "1", "2", "--fit-parts", "1", "2", "--budgets-gib", "0.5"],
     # defaults.py takes hours at its full settings (4 pairs × candidates × 256 and 512 px): run it on its own.
-    "defaults": ["--sizes", "64", "--pairs", "tubingen:starry_night", "--candidates", "today", "tv1e6",
+    "defaults": ["--sizes", "64", "--pairs", "tubingen:starry_night", "--candidates", "before", "defaults",
                  "--iterations", "20", "--sheets", "bench-results/defaults-sheets"],
 }
 NEEDS_TORCH = {"vs_torch", "time_to_quality"}

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", action="store_true",
                    help="one output per style, all computed as one vmapped program over the available devices")
     p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
-                   help="paper: noise init, L-BFGS, avg pooling; fast: Adam, 200 iterations; hq: 3 scales, coarse to "
+                   help="paper: noise init, L-BFGS, avg pooling, no TV, every iteration; fast: Adam, 200 iterations; hq: 3 scales, coarse to "
                         "fine, 150 iterations each, balanced layer weights, averaged iterates (flags you give win)")
     config.add_flags(p)  # every option of stylize, from jaxstyle.config.Options
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")

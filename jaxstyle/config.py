@@ -139,17 +139,19 @@ class Options:
 
     size: int = option(512, "the output's longer side in px", parse=int,
                        check=_whole("size (the output's longer side in px)", 1))
-    iterations: int = option(500, "optimizer iterations (at each scale)", parse=int, check=_whole("iterations", 0))
+    iterations: int = option(500, "optimizer iterations (at each scale): the most a run takes; tolerance may end it sooner",
+                             parse=int, check=_whole("iterations", 0))
     optimizer: Any = option("lbfgs", "lbfgs or adam (from Python also any optax.GradientTransformation)",
                             parse=str, choices=("lbfgs", "adam"), check=check_optimizer_name)  # fmt: skip
     learning_rate: float = option(0.02, "Adam's step size, pixels in [0, 1]", parse=float,
                                   check=check_learning_rate)  # fmt: skip
     linesearch: str = option("zoom", "L-BFGS's line search: zoom (strong Wolfe) or backtracking (Armijo)",
                              parse=str, choices=("zoom", "backtracking"), check=check_linesearch)  # fmt: skip
-    content_weight: float = option(1.0, "α, the content term's weight", parse=float, check=_number("content weight"))
+    content_weight: float = option(1.1, "α, the content term's weight", parse=float, check=_number("content weight"))
     style_weight: Any = option("auto", "β, or auto: 1000 at 512×512, scaled with the output's pixel count",
                                parse=_style_weight, check=_style_weight_value)  # fmt: skip
-    tv_weight: float = option(0.0, "γ, the total-variation term's weight", parse=float, check=_number("tv weight"))
+    tv_weight: float = option(1e6, "γ, the total-variation term's weight (it sums over pixels as the content term "
+                              "does: the same at every size)", parse=float, check=_number("tv weight"))  # fmt: skip
     content_layers: tuple = option(("relu4_2",), "comma-separated VGG-19 layers of the content term", parse=_layer_list,
                                    check=_layers("content layer"))  # fmt: skip
     style_layers: tuple = option(DEFAULT_STYLE_LAYERS, "comma-separated VGG-19 layers of the style term", parse=_layer_list,
@@ -172,7 +174,7 @@ class Options:
     style_loss: str = option("gram", "gram (the paper) or sliced_wasserstein (whole feature distributions)",
                              parse=str, choices=("gram", "sliced_wasserstein"),
                              check=check_style_loss)  # fmt: skip
-    tolerance: float = option(0.0, "stop early once the loss falls by less than this fraction over a chunk of "
+    tolerance: float = option(3e-3, "stop early once the loss falls by less than this fraction over a chunk of "
                               "iterations (0: run them all)", parse=float, metavar="T", check=check_tolerance)  # fmt: skip
     average_decay: float = option(0.0, "return the moving average of the iterates with this decay in [0, 1)",
                                   parse=float, metavar="D", check=check_average_decay)  # fmt: skip
@@ -230,13 +232,19 @@ DEFAULTS = Options()
 #: explicitly override them (``resolve``).
 PRESETS: Mapping[str, Options] = {
     # Gatys, Ecker & Bethge (2016): white-noise init, L-BFGS, average pooling, w_l = 1/5.
-    "paper": dataclasses.replace(DEFAULTS, init="noise", optimizer="lbfgs", pooling="avg", iterations=500),
-    # Adam from the content image: cheaper iterations, fewer of them.
-    "fast": dataclasses.replace(DEFAULTS, init="content", optimizer="adam", learning_rate=0.02, iterations=200),
+    # The paper has no TV term and runs every iteration; α = 1 with β auto is its α/β = 1e-3.
+    "paper": dataclasses.replace(DEFAULTS, init="noise", optimizer="lbfgs", pooling="avg", iterations=500,
+                                 tv_weight=0.0, content_weight=1.0, tolerance=0.0),
+    # Adam from the content image: cheaper iterations, fewer of them; all of them (Adam's loss
+    # may rise over a chunk, which the tolerance would take for convergence).
+    "fast": dataclasses.replace(DEFAULTS, init="content", optimizer="adam", learning_rate=0.02, iterations=200,
+                                tolerance=0.0),
     # Coarse to fine over three sizes (×√2 apart): the painting's large-scale structure;
     # every style layer counting alike (with its own auto β); the iterates averaged.
+    # Its weights were chosen by eye before the defaults had TV and early stopping: kept so.
     "hq": dataclasses.replace(DEFAULTS, init="content", optimizer="lbfgs", scales=3, iterations=150,
-                              style_layer_weights="balanced", average_decay=0.9),
+                              style_layer_weights="balanced", average_decay=0.9, tv_weight=0.0, content_weight=1.0,
+                              tolerance=0.0),
 }  # fmt: skip
 
 

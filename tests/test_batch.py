@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import PLAIN, PLAIN_FLAGS, smooth_image
 from PIL import Image
 
 import jaxstyle
@@ -19,7 +19,7 @@ from jaxstyle import prepare_batch, stylize_batch
 from jaxstyle.cli import main
 from jaxstyle.optimize import NonFiniteLossWarning, OptimizerConfig, minimize, minimize_batch
 
-FAST = dict(size=32, iterations=8, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
+FAST = dict(PLAIN, size=32, iterations=8, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
             content_layers=("relu3_1",))  # fmt: skip
 
 
@@ -146,7 +146,8 @@ def test_cli_batch_and_blend(random_weights_file, image_files, tmp_path, capsys,
     other = tmp_path / "other.png"
     Image.fromarray((smooth_image(rng, 30, 30) * 255).astype(np.uint8)).save(other)
     fast = ["--size", "32", "--iterations", "4", "--style-layers", "relu1_1,relu2_1,relu3_1",
-            "--content-layers", "relu3_1", "--style-weight", "1e4", "--quiet", "--weights", str(random_weights_file)]  # fmt: skip
+            "--content-layers", "relu3_1", "--style-weight", "1e4", "--quiet", "--weights", str(random_weights_file),
+            *PLAIN_FLAGS]  # fmt: skip
     assert main(["stylize", str(content), str(style), str(other), "--batch", "-o", str(tmp_path / "out_{style}.png"), *fast]) == 0
     a, b = Image.open(tmp_path / "out_style.png"), Image.open(tmp_path / "out_other.png")
     assert a.size == b.size == (32, 27) and _max_diff(a, b) > 2

@@ -1,15 +1,15 @@
 """Every option works in batches: each item gets what it would get alone."""
 
 import numpy as np
-from conftest import smooth_image
+from conftest import PLAIN, PLAIN_FLAGS, smooth_image
 from PIL import Image
 
 import jaxstyle
 from jaxstyle.cli import _Run, main
 
-FAST = dict(size=32, iterations=4, style_weight=1e4, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
+FAST = dict(PLAIN, size=32, iterations=4, style_weight=1e4, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
 FLAGS = ["--size", "32", "--iterations", "4", "--style-weight", "1e4", "--style-layers", "relu1_1,relu2_1",
-         "--content-layers", "relu2_1", "--quiet"]  # fmt: skip
+         "--content-layers", "relu2_1", "--quiet", *PLAIN_FLAGS]  # fmt: skip
 
 
 def _gap(a, b) -> int:

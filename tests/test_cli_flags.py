@@ -9,7 +9,7 @@ not what is computed) the problem the CLI built.
 import jax
 import numpy as np
 import pytest
-from conftest import REAL_CACHE_DIR, smooth_image
+from conftest import PLAIN, PLAIN_FLAGS, REAL_CACHE_DIR, smooth_image
 from flax import serialization
 from PIL import Image
 
@@ -17,9 +17,9 @@ import jaxstyle
 import jaxstyle.api
 from jaxstyle.cli import main
 
-BASE = dict(size=32, iterations=3, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",), style_weight=1e4)
+BASE = dict(PLAIN, size=32, iterations=3, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",), style_weight=1e4)
 BASE_FLAGS = ["--size", "32", "--iterations", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_1",
-              "--style-weight", "1e4", "--quiet"]  # fmt: skip
+              "--style-weight", "1e4", "--quiet", *PLAIN_FLAGS]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import PLAIN, smooth_image
 from PIL import Image
 
 import jaxstyle
@@ -11,7 +11,7 @@ from jaxstyle.color import match_color_statistics, match_luminance, rgb_to_yiq, 
 from jaxstyle.images import fit_size, to_array, to_pil
 from jaxstyle.objective import LossLayers, make_terms
 
-FAST = dict(size=32, iterations=6, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
+FAST = dict(PLAIN, size=32, iterations=6, style_weight=1e4, style_layers=("relu1_1", "relu2_1", "relu3_1"),
             content_layers=("relu3_1",))  # fmt: skip
 
 

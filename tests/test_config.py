@@ -50,7 +50,7 @@ def test_presets_are_the_defaults_with_a_few_fields_replaced():
     for name, preset in PRESETS.items():
         assert isinstance(preset, Options)
         changed = {f.name for f in FIELDS if getattr(preset, f.name) != getattr(DEFAULTS, f.name)}
-        assert 0 < len(changed) <= 6, (name, changed)
+        assert 0 < len(changed) <= 7, (name, changed)
     assert PRESETS["paper"].init == "noise" and PRESETS["paper"].pooling == "avg" and PRESETS["paper"].tv_weight == 0
 
 

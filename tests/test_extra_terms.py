@@ -7,14 +7,14 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import PLAIN, smooth_image
 from flax import struct
 
 import jaxstyle
 from jaxstyle import OptionError
 from jaxstyle.objective import loss_terms
 
-FAST = dict(size=32, iterations=8, style_weight=1e4, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
+FAST = dict(PLAIN, size=32, iterations=8, style_weight=1e4, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
 
 
 class MeanRed(struct.PyTreeNode):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import PLAIN, smooth_image
 
 import jaxstyle
 from jaxstyle.errors import OptionError
@@ -39,7 +39,7 @@ def test_remat_is_recomputation_in_the_program(random_params, rng):
 
 def test_bfloat16_compute_stays_close_to_float32(random_weights_file, rng):
     content, style = smooth_image(rng, 48, 48), smooth_image(rng, 48, 48)
-    common = dict(size=48, weights=random_weights_file)
+    common = dict(PLAIN, size=48, weights=random_weights_file)
     f32 = jaxstyle.prepare(content, style, **common).item()
     bf16 = jaxstyle.prepare(content, style, compute_dtype="bfloat16", **common).item()
     feats = vgg19_features(bf16.params, bf16.init_image[None], ("relu2_1",), compute_dtype="bfloat16")

@@ -86,7 +86,7 @@ def test_each_style_paints_its_own_region(random_weights_file, tmp_path):
     left = np.zeros((48, 48), np.float32)
     left[:, :24] = 1.0
     out = jaxstyle.stylize(np.full((48, 48, 3), 0.5, np.float32), [red, blue], masks=[left, 1 - left], size=48,
-                           iterations=60, optimizer="adam", learning_rate=0.03, content_weight=0.0,
+                           iterations=60, optimizer="adam", learning_rate=0.03, content_weight=0.0, tv_weight=0.0, tolerance=0.0,
                            style_layers=["relu1_1", "relu2_1"], weights=random_weights_file)  # fmt: skip
     px = np.asarray(out, np.float32) / 255
     redness = px[..., 0] - px[..., 2]

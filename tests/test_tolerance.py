@@ -10,7 +10,7 @@ from jaxstyle import OptionError
 from jaxstyle.checkpoint import problem_fingerprint, save_checkpoint
 from jaxstyle.optimize import minimize_batch
 
-FAST = dict(size=32, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",), optimizer="adam",
+FAST = dict(size=32, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",), optimizer="adam", tv_weight=0.0,
             learning_rate=0.02)  # fmt: skip
 CHUNK = 10
 
@@ -63,7 +63,7 @@ def test_a_resumed_run_keeps_its_converged_members_where_they_stopped(random_par
 
 
 def test_tolerance_zero_runs_every_iteration_and_bad_values_are_refused(random_params, rng):
-    problem = _problem(random_params, rng, iterations=30)
+    problem = _problem(random_params, rng, iterations=30, tolerance=0.0)  # (the default stops early)
     _, histories, _ = minimize_batch(problem.objective, (problem.params,), (problem.terms,), problem.init_images,
                                      30, problem.optimizer, chunk_size=CHUNK)  # fmt: skip
     assert len(histories[0]) == 30
