@@ -43,7 +43,7 @@ def _timed(fn) -> float:
 
 def measure(size: int, k: int, iterations: int, optimizer: str, params, linesearch: str = "zoom") -> dict:
     content, styles = _images(size, k)
-    problem = jaxstyle.prepare_batch(content, styles, shape=(size, size), optimizer=optimizer, iterations=iterations,
+    problem = jaxstyle.prepare_batch(content, styles, shape=(size, size), optimizer=optimizer, iterations=iterations, tolerance=0.0,
                                      linesearch=linesearch, weights=params)  # fmt: skip
     items = [problem.item(i) for i in range(k)]
 

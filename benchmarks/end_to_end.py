@@ -55,11 +55,11 @@ def measure(size: int, optimizer: str, counts: tuple[int, int], weights: Path, d
 
     def run_cli(n: int) -> None:
         argv = ["stylize", str(content), str(style), "-o", str(out), "--size", str(size), "--iterations", str(n),
-                "--optimizer", optimizer, "--weights", str(weights)]  # fmt: skip
+                "--optimizer", optimizer, "--weights", str(weights), "--tolerance", "0"]  # fmt: skip
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar runs, unseen
             assert cli(argv) == 0
 
-    problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=str(weights))
+    problem = jaxstyle.prepare(content, style, size=size, optimizer=optimizer, weights=str(weights), tolerance=0.0)
 
     def run_bare(n: int) -> None:
         images, _, _ = minimize_batch(problem.objective, (problem.params,), (problem.terms,), problem.init_images, n,

@@ -95,7 +95,7 @@ def main() -> None:
     import torch
 
     content, style = content_and_style(args.size)
-    problem = jaxstyle.prepare(content, style, size=args.size)
+    problem = jaxstyle.prepare(content, style, size=args.size, content_weight=1.0, tv_weight=0.0)  # the port's objective
     style_pil = load_image(style, "style")
     style_arr = to_array(style_pil, fit_size(*style_pil.size, args.size))
     torch_s, clamped, trace = torch_run(torch, problem, style_arr, args.torch_iterations)

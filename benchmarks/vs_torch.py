@@ -105,7 +105,8 @@ class TorchObjective:
 
 def measure(size: int, repeats: int, params, torch) -> dict:
     content, style = content_and_style(size)
-    problem = jaxstyle.prepare(content, style, size=size, weights=params).item(0)
+    # The objective the torch side computes: the paper's (α = 1, no TV term).
+    problem = jaxstyle.prepare(content, style, size=size, weights=params, content_weight=1.0, tv_weight=0.0).item(0)
     image = np.asarray(problem.init_image)
     # Compare at a generic point, not at the content image (where the content loss is 0).
     rng = np.random.default_rng(1)

@@ -381,12 +381,12 @@ def solve(
     if share is None:
         rows = -(-count // mesh.shape["batch"]) * mesh.shape["batch"]
         first = 0
-        to_devices = lambda tree: place_batch(_pad(tree, rows), mesh, shape)  # noqa: E731
+        to_devices = lambda tree, image=None: place_batch(_pad(tree, rows), mesh, image)  # noqa: E731
         from_devices = lambda tree: tree  # noqa: E731
         params = jax.device_put(problem.params, NamedSharding(mesh, PartitionSpec()))
     else:  # this process's rows of global arrays
         rows, first = share.block, share.first
-        to_devices = lambda tree: to_global(_pad(tree, rows), mesh, batch_specs(tree, shape))  # noqa: E731
+        to_devices = lambda tree, image=None: to_global(_pad(tree, rows), mesh, batch_specs(tree, image))  # noqa: E731
         from_devices = lambda tree: to_local(tree, mesh, batch_specs(tree, shape))  # noqa: E731
         params = to_global(problem.params, mesh, jax.tree.map(lambda _: PartitionSpec(), problem.params))
     state, done = init_state(problem.init_images, problem.optimizer), 0
@@ -400,7 +400,7 @@ def solve(
 
     images, _, _ = minimize_batch(
         problem.objective, (params,), (to_devices(problem.terms),), problem.init_images, problem.iterations,
-        problem.optimizer, chunk_size=chunk_size, callback=progress, resume=(to_devices(state), done), to_host=gathered,
+        problem.optimizer, chunk_size=chunk_size, callback=progress, resume=(to_devices(state, shape), done), to_host=gathered,
     )  # fmt: skip
     images = images[first : first + count] if isinstance(images, np.ndarray) else mine(images)
     finished = [to_pil(image) for image in problem.finished(np.asarray(images))]
