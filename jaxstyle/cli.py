@@ -151,6 +151,7 @@ def _stylize(args) -> int:
     options.update(masks=masks, style_blend_weights=args.style_blend_weights)
     devices = _devices(args.devices, args.spatial_parts)  # before any work: a layout that cannot be is refused now
     members, first = range(len(styles)), True  # the items this process computes (all, in one process)
+    given_checkpoint = checkpoint
     if jax.process_count() > 1:
         from .processes import check_local_spatial_parts, process_share
         from .sharding import run_mesh
@@ -160,7 +161,7 @@ def _stylize(args) -> int:
         first = jax.process_index() == 0
         args.quiet = args.quiet or not first  # one progress bar, process 0's
         if checkpoint:  # each process keeps its own items' state
-            checkpoint = _process_path(checkpoint)
+            given_checkpoint, checkpoint = checkpoint, _process_path(checkpoint)
             args.resume = args.resume and _process_path(args.resume)
     inits, resume = None, None
     if args.resume:
@@ -190,7 +191,8 @@ def _stylize(args) -> int:
         run.stop_if_asked()
 
     chunk = math.gcd(math.gcd(args.save_every, args.checkpoint_every if checkpoint else 0), 10) or 10
-    hint = f" and checkpoint {checkpoint}; continue with --resume {checkpoint}" if checkpoint else ""
+    # Every process of a multi-process run resumes with the name it was given (each finds its own file).
+    hint = f" and checkpoint {checkpoint}; continue with --resume {given_checkpoint}" if checkpoint else ""
     def solve_own():  # this process's outputs (a multi-process run's others are None here)
         images = solve(problem, callback=progress, chunk_size=chunk, resume=resume, devices=devices)
         return [images[k] for k in own]
@@ -417,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             if processes:
                 from .processes import stop_processes
 
-                stop_processes()  # every process waits for the others' outputs before the run ends
+                # A finished run waits for the others' outputs; an interrupted one (Ctrl-C, 130)
+                # leaves at once, or the others, held in a collective, would keep it at the barrier.
+                stop_processes(timeout=300 if code == 0 else 0)
             return code
         if args.command == "serve":
             return _serve(args)
