@@ -37,7 +37,7 @@ from .checks import whole_number
 from .config import DEFAULTS, INITS, NAMES, Options, option_docs, resolve
 from .checkpoint import Checkpoint, load_checkpoint, problem_fingerprint
 from .optimize import OptimizerConfig, Progress, check_optimizer, init_state, minimize_batch
-from .processes import ProcessShare, check_local_spatial_parts, gathered, process_share, to_global, to_local
+from .processes import ProcessShare, batch_share, gathered, to_global, to_local
 from .sharding import batch_specs, check_spatial_parts, place_batch, run_mesh, spatial_placer
 from .vgg import convs_needed, min_image_side
 from .weights import load_weights
@@ -301,17 +301,12 @@ def prepare_batch(
     options.pop("scales", None)
     shape = options.pop("shape", None)
     items = _items(contents, styles, sweep, DEFAULTS.replace(**options))
-    share, chosen = None, range(len(items))
-    if jax.process_count() > 1:
-        parts = items[0][2].checked().spatial_parts
-        check_local_spatial_parts(parts)
-        share = process_share(len(items), run_mesh(devices if devices is not None else jax.devices(), parts))
-        # A process with no item of its own computes a copy of the last one: every process holds rows.
-        chosen = share.members
-        if shape is None and 0 not in chosen:  # the batch's shape is its first item's, wherever that is
-            first = items[0][2].checked()
-            content = load_image(items[0][0], "content image")
-            shape = fit_size(*content.size, first.size)[::-1]
+    first_options = items[0][2].checked()
+    share = batch_share(len(items), devices, first_options.spatial_parts)
+    # A process with no item of its own computes a copy of the last one: every process holds rows.
+    chosen = share.members if share is not None else range(len(items))
+    if shape is None and 0 not in chosen:  # the batch's shape is its first item's, wherever that is
+        shape = fit_size(*load_image(items[0][0], "content image").size, first_options.size)[::-1]
     prepared: list[_PreparedItem] = []
     for k in chosen:
         content, style, item_options = items[k]

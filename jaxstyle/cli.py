@@ -125,6 +125,7 @@ def _stylize(args) -> int:
     import jax
 
     from .api import prepare_batch, solve
+    from .processes import batch_share
     from .checkpoint import checkpoint_start_images, problem_fingerprint, read_checkpoint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
 
@@ -152,12 +153,9 @@ def _stylize(args) -> int:
     devices = _devices(args.devices, args.spatial_parts)  # before any work: a layout that cannot be is refused now
     members, first = range(len(styles)), True  # the items this process computes (all, in one process)
     given_checkpoint = checkpoint
-    if jax.process_count() > 1:
-        from .processes import check_local_spatial_parts, process_share
-        from .sharding import run_mesh
-
-        check_local_spatial_parts(args.spatial_parts)
-        members = process_share(len(styles), run_mesh(devices, args.spatial_parts)).members
+    share = batch_share(len(styles), devices, args.spatial_parts)
+    if share is not None:
+        members = share.members
         first = jax.process_index() == 0
         args.quiet = args.quiet or not first  # one progress bar, process 0's
         if checkpoint:  # each process keeps its own items' state

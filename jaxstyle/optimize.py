@@ -368,7 +368,6 @@ def minimize_batch(
     chunk_size: int = 10,
     callback: Callable[[Progress], None] | None = None,
     resume: tuple[RunState, int] | None = None,
-    place: Callable[[RunState], RunState] | None = None,
     to_host: Callable[[jax.Array], np.ndarray] = np.asarray,
 ) -> tuple[jax.Array, list[list[float]], list[int]]:
     """Minimise ``loss_fn(image_k, *shared_args, *member_args_k)`` over images (K, H, W, 3) in [0, 1].
@@ -376,7 +375,7 @@ def minimize_batch(
     ``loss_fn`` must be hashable (a module-level function, or a NamedTuple of such) so that
     the compiled loop is reused across calls. ``resume=(state, done)`` continues a run from
     a saved ``RunState`` after ``done`` iterations (``images`` then only give the shape).
-    ``place`` puts the state on devices (sharding) before the first chunk; ``to_host`` reads
+    ``resume``'s state may already be on its devices (sharded). ``to_host`` reads
     the few per-chunk numbers the loop decides by (a multi-process run gathers them from
     every process, ``jaxstyle.processes.gathered``, so that all decide alike). A ``loss_fn``
     with a ``prepare`` method gets ``loss_fn.prepare(*shared_args)`` (computed once, before
@@ -394,8 +393,6 @@ def minimize_batch(
     if chunk_size < 1:
         raise OptionError(f"chunk size must be ≥ 1, got {chunk_size}")
     state, done = resume if resume is not None else (init_state(images, config), 0)
-    if place is not None:
-        state = place(state)
     if hasattr(loss_fn, "prepare"):  # what the objective computes from its shared arguments once per run
         shared_args = _prepare(loss_fn, shared_args)
     count = state.image.shape[0]

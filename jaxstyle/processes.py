@@ -49,10 +49,6 @@ class ProcessShare(NamedTuple):
         return self.indices or range(self.count - 1, self.count)
 
 
-def process_count() -> int:
-    return jax.process_count()
-
-
 def process_share(count: int, mesh: Mesh) -> ProcessShare:
     """Which of ``count`` items this process owns on ``mesh`` (its devices' rows of "batch")."""
     rows = mesh.shape["batch"]
@@ -69,6 +65,16 @@ def process_share(count: int, mesh: Mesh) -> ProcessShare:
         raise OptionError(f"the processes hold unequal shares of the batch ({block} of {total} rows here): give every "
                           "process the same number of devices")  # fmt: skip
     return ProcessShare(first, max(0, min(stop, count) - first), count, block)
+
+
+def batch_share(count: int, devices, spatial_parts: int) -> ProcessShare | None:
+    """This process's share of a ``count``-item batch on the run's mesh of ``devices``; None in a one-process run."""
+    if jax.process_count() == 1:
+        return None
+    from .sharding import run_mesh
+
+    check_local_spatial_parts(spatial_parts)
+    return process_share(count, run_mesh(devices if devices is not None else jax.devices(), spatial_parts))
 
 
 def check_local_spatial_parts(spatial_parts: int) -> None:
