@@ -54,6 +54,11 @@ CANDIDATES = {
     "c2f": {**BEFORE, "scales": 2},  # iterations split over the scales: the same budget
     "tol": {**BEFORE, "tolerance": 3e-3},
     "tv1e6+tol": {**BEFORE, "tv_weight": 1e6, "tolerance": 3e-3},
+    # Over today's defaults: how much content weight buys back the content the early stop leaves.
+    "alpha1.1": {"content_weight": 1.1},
+    "alpha1.15": {"content_weight": 1.15},
+    "alpha1.2": {"content_weight": 1.2},
+    "alpha1.15+tol2e-3": {"content_weight": 1.15, "tolerance": 2e-3},
 }
 
 

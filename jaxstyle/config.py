@@ -147,7 +147,7 @@ class Options:
                                   check=check_learning_rate)  # fmt: skip
     linesearch: str = option("zoom", "L-BFGS's line search: zoom (strong Wolfe) or backtracking (Armijo)",
                              parse=str, choices=("zoom", "backtracking"), check=check_linesearch)  # fmt: skip
-    content_weight: float = option(1.1, "α, the content term's weight", parse=float, check=_number("content weight"))
+    content_weight: float = option(1.15, "α, the content term's weight", parse=float, check=_number("content weight"))
     style_weight: Any = option("auto", "β, or auto: 1000 at 512×512, scaled with the output's pixel count",
                                parse=_style_weight, check=_style_weight_value)  # fmt: skip
     tv_weight: float = option(1e6, "γ, the total-variation term's weight (it sums over pixels as the content term "
@@ -174,7 +174,7 @@ class Options:
     style_loss: str = option("gram", "gram (the paper) or sliced_wasserstein (whole feature distributions)",
                              parse=str, choices=("gram", "sliced_wasserstein"),
                              check=check_style_loss)  # fmt: skip
-    tolerance: float = option(3e-3, "stop early once the loss falls by less than this fraction over a chunk of "
+    tolerance: float = option(2e-3, "stop early once the loss falls by less than this fraction over a chunk of "
                               "iterations (0: run them all)", parse=float, metavar="T", check=check_tolerance)  # fmt: skip
     average_decay: float = option(0.0, "return the moving average of the iterates with this decay in [0, 1)",
                                   parse=float, metavar="D", check=check_average_decay)  # fmt: skip

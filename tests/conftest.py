@@ -26,7 +26,7 @@ _TEST_CACHE = tempfile.TemporaryDirectory(prefix="jaxstyle-test-cache-")
 os.environ["JAXSTYLE_CACHE_DIR"] = _TEST_CACHE.name
 os.environ.pop("JAXSTYLE_WEIGHTS", None)
 
-#: The defaults' TV weight (γ = 1e6) and early stop (tolerance 3e-3) were chosen on the real
+#: The defaults' TV weight (γ = 1e6) and early stop (tolerance 2e-3) were chosen on the real
 #: weights at real sizes (benchmarks/defaults.py). On the tests' random weights at 32 px the
 #: TV term outweighs the others, and runs of a few iterations stop at their first chunk: tests
 #: of other things turn both off, with α = 1 as before (test_tolerance.py and the TV tests test them
