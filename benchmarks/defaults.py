@@ -54,11 +54,12 @@ CANDIDATES = {
     "c2f": {**BEFORE, "scales": 2},  # iterations split over the scales: the same budget
     "tol": {**BEFORE, "tolerance": 3e-3},
     "tv1e6+tol": {**BEFORE, "tv_weight": 1e6, "tolerance": 3e-3},
-    # Over today's defaults: how much content weight buys back the content the early stop leaves.
-    "alpha1.1": {"content_weight": 1.1},
-    "alpha1.15": {"content_weight": 1.15},
-    "alpha1.2": {"content_weight": 1.2},
-    "alpha1.15+tol2e-3": {"content_weight": 1.15, "tolerance": 2e-3},
+    # How much content weight buys back the content an early stop leaves (issue 15's last
+    # round; spelled out over BEFORE, so that they mean the same whatever the defaults become).
+    "tv1e6+a1.1+tol3e-3": {**BEFORE, "tv_weight": 1e6, "content_weight": 1.1, "tolerance": 3e-3},
+    "tv1e6+a1.15+tol3e-3": {**BEFORE, "tv_weight": 1e6, "content_weight": 1.15, "tolerance": 3e-3},
+    "tv1e6+a1.2+tol3e-3": {**BEFORE, "tv_weight": 1e6, "content_weight": 1.2, "tolerance": 3e-3},
+    "tv1e6+a1.15+tol2e-3": {**BEFORE, "tv_weight": 1e6, "content_weight": 1.15, "tolerance": 2e-3},
 }
 
 
@@ -67,6 +68,12 @@ def laplacian_energy(image: np.ndarray) -> float:
     x = np.asarray(image, np.float64)
     lap = 4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]
     return float(np.mean(np.abs(lap)))
+
+
+def fitted(path: Path, size: int) -> np.ndarray:
+    """The image at ``path`` as the run sees it: longer side ``size``, RGB in [0, 1]."""
+    image = load_image(path)
+    return to_array(image, fit_size(*image.size, size))
 
 
 def _path(name: str) -> Path:
@@ -87,15 +94,15 @@ def main() -> None:
     args = parser.parse_args()
     args.sheets.mkdir(parents=True, exist_ok=True)
     rows = []
-    print(f"{'size':>5} {'pair':<38} {'candidate':<11} {'grain':>6} {'content':>10} {'style':>10} {'its':>4} {'time s':>7}")
+    print(f"{'size':>5} {'pair':<38} {'candidate':<20} {'grain':>6} {'content':>10} {'style':>10} {'its':>4} {'time s':>7}")
     for size in args.sizes:
         for pair in args.pairs:
             content_name, style_name = pair.split(":")
             content, style = _path(content_name), _path(style_name)
             # The one objective every candidate is measured with: the paper's, α = 1, γ = 0.
             measure = jaxstyle.prepare(content, style, size=size, tv_weight=0.0, content_weight=1.0, iterations=0).item()
-            photo = to_array(load_image(content), fit_size(*load_image(content).size, size))
-            pictures, captions = [photo, to_array(load_image(style), fit_size(*load_image(style).size, size))], ["content", "style"]
+            photo = fitted(content, size)
+            pictures, captions = [photo, fitted(style, size)], ["content", "style"]
             for name in args.candidates:  # compile first, so that the times compare runs, not compilers
                 jaxstyle.stylize(content, style, **{"size": size, **CANDIDATES[name], "iterations": 10})
             for name in args.candidates:
@@ -111,20 +118,20 @@ def main() -> None:
                            content=float(terms["content"]), style=float(terms["style"]),
                            iterations=seen[-1] if seen else 0, seconds=seconds)  # fmt: skip
                 rows.append(row)
-                print(f"{size:>5} {pair:<38} {name:<11} {row['grain']:>6.2f} {row['content']:>10.4g} {row['style']:>10.4g} "
+                print(f"{size:>5} {pair:<38} {name:<20} {row['grain']:>6.2f} {row['content']:>10.4g} {row['style']:>10.4g} "
                       f"{row['iterations']:>4} {seconds:>7.1f}", flush=True)  # fmt: skip
                 pictures.append(x)
                 captions.append(f"{name} grain {row['grain']:.2f}")
             sheet = grid(pictures, captions=captions, columns=len(pictures))
             sheet.save(args.sheets / f"{size}-{pair.replace(':', '-')}.png")
     print("\nmedians over the pairs, relative to before (grain: the output's over the content's)")
-    print(f"{'size':>5} {'candidate':<11} {'grain':>6} {'vs before':>9} {'content':>8} {'style':>8} {'time':>8}")
+    print(f"{'size':>5} {'candidate':<20} {'grain':>6} {'vs before':>9} {'content':>8} {'style':>8} {'time':>8}")
     for size in args.sizes:
         before = {r["pair"]: r for r in rows if r["size"] == size and r["candidate"] == "before"}
         for name in args.candidates:
             mine = [r for r in rows if r["size"] == size and r["candidate"] == name]
             rel = lambda key: statistics.median(r[key] / before[r["pair"]][key] for r in mine) if before else float("nan")  # noqa: E731
-            print(f"{size:>5} {name:<11} {statistics.median(r['grain'] for r in mine):>6.2f} {rel('grain'):>9.2f} "
+            print(f"{size:>5} {name:<20} {statistics.median(r['grain'] for r in mine):>6.2f} {rel('grain'):>9.2f} "
                   f"{rel('content'):>8.2f} {rel('style'):>8.2f} {rel('seconds'):>8.2f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -21,10 +21,9 @@ import statistics
 
 import jax.numpy as jnp
 import numpy as np
-from defaults import BEFORE, PAIRS, _path, laplacian_energy
+from defaults import BEFORE, PAIRS, _path, fitted, laplacian_energy
 
 import jaxstyle
-from jaxstyle.images import fit_size, load_image, to_array
 from jaxstyle.objective import loss_terms
 
 
@@ -51,7 +50,7 @@ def main() -> None:
         for pair in args.pairs:
             content, style = (_path(name) for name in pair.split(":"))
             measure = jaxstyle.prepare(content, style, size=size, tv_weight=0.0, content_weight=1.0, iterations=0).item()
-            photo = to_array(load_image(content), fit_size(*load_image(content).size, size))
+            photo = fitted(content, size)
             baseline = np.asarray(jaxstyle.stylize(content, style, size=size, iterations=args.iterations, **BEFORE), np.float32) / 255
             trace: list[tuple[int, float, np.ndarray]] = []
             jaxstyle.stylize(content, style, size=size, tv_weight=args.tv_weight, content_weight=args.content_weight,

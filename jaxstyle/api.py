@@ -376,12 +376,12 @@ def solve(
     if share is None:
         rows = -(-count // mesh.shape["batch"]) * mesh.shape["batch"]
         first = 0
-        to_devices = lambda tree, image=None: place_batch(_pad(tree, rows), mesh, image)  # noqa: E731
+        to_devices = lambda tree, image_shape=None: place_batch(_pad(tree, rows), mesh, image_shape)  # noqa: E731
         from_devices = lambda tree: tree  # noqa: E731
         params = jax.device_put(problem.params, NamedSharding(mesh, PartitionSpec()))
     else:  # this process's rows of global arrays
         rows, first = share.block, share.first
-        to_devices = lambda tree, image=None: to_global(_pad(tree, rows), mesh, batch_specs(tree, image))  # noqa: E731
+        to_devices = lambda tree, image_shape=None: to_global(_pad(tree, rows), mesh, batch_specs(tree, image_shape))  # noqa: E731
         from_devices = lambda tree: to_local(tree, mesh, batch_specs(tree, shape))  # noqa: E731
         params = to_global(problem.params, mesh, jax.tree.map(lambda _: PartitionSpec(), problem.params))
     state, done = init_state(problem.init_images, problem.optimizer), 0

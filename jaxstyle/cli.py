@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", action="store_true",
                    help="one output per style, all computed as one vmapped program over the available devices")
     p.add_argument("--preset", choices=tuple(config.PRESETS), default=None,
-                   help="paper: noise init, L-BFGS, avg pooling, no TV, every iteration; fast: Adam, 200 iterations; hq: 3 scales, coarse to "
-                        "fine, 150 iterations each, balanced layer weights, averaged iterates (flags you give win)")
+                   help=config.preset_help())
     config.add_flags(p)  # every option of stylize, from jaxstyle.config.Options
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save the image every N iterations as OUT_<iteration>.png")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -125,9 +124,9 @@ def _stylize(args) -> int:
     import jax
 
     from .api import prepare_batch, solve
-    from .processes import batch_share
     from .checkpoint import checkpoint_start_images, problem_fingerprint, read_checkpoint, save_checkpoint
     from .images import check_output_path, save_image, to_pil
+    from .processes import batch_share
 
     if args.save_every < 0:
         raise OptionError(f"--save-every must be ≥ 0, got {args.save_every}")
@@ -159,7 +158,7 @@ def _stylize(args) -> int:
         first = jax.process_index() == 0
         args.quiet = args.quiet or not first  # one progress bar, process 0's
         if checkpoint:  # each process keeps its own items' state
-            given_checkpoint, checkpoint = checkpoint, _process_path(checkpoint)
+            checkpoint = _process_path(checkpoint)
             args.resume = args.resume and _process_path(args.resume)
     inits, resume = None, None
     if args.resume:

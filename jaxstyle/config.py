@@ -298,16 +298,26 @@ def option_docs(indent: str = "    ") -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
+def _shown(value) -> str:
+    if value is None or value == ():
+        return "—"
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def option_table() -> str:
     """The README's table of options (Markdown), made from the fields."""
-
-    def shown(value) -> str:
-        if value is None or value == ():
-            return "—"
-        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
     rows = ["| option (`--flag`) | default | what |", "| --- | --- | --- |"]
     for f in FIELDS:
         flag = f" (`{flag_name(f.name)}`)" if f.metadata["flag"] else ""
-        rows.append(f"| `{f.name}`{flag} | `{shown(f.default)}` | {f.metadata['help']} |")
+        rows.append(f"| `{f.name}`{flag} | `{_shown(f.default)}` | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+def preset_help() -> str:
+    """The CLI's --preset help: each preset as the flags it sets, where it differs from the defaults."""
+    sets = {
+        name: " ".join(f"{flag_name(f.name)} {_shown(getattr(preset, f.name))}"
+                       for f in FIELDS if getattr(preset, f.name) != getattr(DEFAULTS, f.name))
+        for name, preset in PRESETS.items()
+    }  # fmt: skip
+    return "; ".join(f"{name}: {flags}" for name, flags in sets.items()) + " (flags you give win)"

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import OptionError, ProcessError
+from .sharding import run_mesh
 
 
 class ProcessShare(NamedTuple):
@@ -71,8 +72,6 @@ def batch_share(count: int, devices, spatial_parts: int) -> ProcessShare | None:
     """This process's share of a ``count``-item batch on the run's mesh of ``devices``; None in a one-process run."""
     if jax.process_count() == 1:
         return None
-    from .sharding import run_mesh
-
     check_local_spatial_parts(spatial_parts)
     return process_share(count, run_mesh(devices if devices is not None else jax.devices(), spatial_parts))
 
